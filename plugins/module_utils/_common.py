@@ -1,0 +1,147 @@
+# Copyright: openvolume.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pieces every openvolume.compute module shares.
+
+* ``OpenVolumeError`` is the root of the exceptions module_utils raise. Each
+  component (iscsiadm, libvirt, reservation) derives its own base from it and
+  ``run_module`` turns any of them into one ``fail_json`` call.
+* ``mask_secrets`` is the single place secrets are hidden from results, diffs
+  and error messages.
+* ``skip_if_check_mode`` is the single choke point for check mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+import typing as t
+
+MASK = "********"
+
+# Keys whose values are secrets wherever they appear in a structure
+# (connection_info, auth dicts, settings). ``node.session.auth.password`` and
+# ``auth_password_in`` match; ``username`` and ``key_id``-style ids do not.
+_SECRET_KEY = re.compile(r"(password|passwd|secret|_key$|^key$|token|credential)", re.IGNORECASE)
+# Key names that look secret but hold only references to a secret.
+_NOT_SECRET_KEY = re.compile(r"(secret_(uuid|usage|type)|usage)$", re.IGNORECASE)
+
+
+class OpenVolumeError(Exception):
+    """An error the user can act on.
+
+    ``msg`` says what failed, names the parameter when one is at fault and
+    says how to fix it. ``details`` are extra result keys for ``fail_json``.
+    """
+
+    def __init__(self, msg: str, **details: t.Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+def is_secret_key(key: object) -> bool:
+    """Tell whether a mapping key names a secret value."""
+    if not isinstance(key, str):
+        return False
+    return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET_KEY.search(key)
+
+
+def mask_secrets(value: t.Any, secrets: t.Iterable[str | None] = ()) -> t.Any:
+    """Return a copy of ``value`` with secrets replaced by ``MASK``.
+
+    Values under secret-looking keys are masked whatever their content, and
+    every occurrence of a known secret string (``secrets``) is masked inside
+    any string, so a password echoed in an error text does not leak either.
+    """
+    known = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def scrub_text(text: str) -> str:
+        for secret in known:
+            text = text.replace(secret, MASK)
+        return text
+
+    def walk(item: t.Any) -> t.Any:
+        if isinstance(item, t.Mapping):
+            return {
+                k: (MASK if is_secret_key(k) and _is_scalar(v) and v not in (None, "") and not _is_masked(v)
+                    else walk(v))
+                for k, v in item.items()
+            }
+        if isinstance(item, (list, tuple)):
+            return type(item)(walk(v) for v in item)
+        if isinstance(item, str):
+            return scrub_text(item)
+        return item
+
+    return walk(value)
+
+
+def _is_scalar(value: t.Any) -> bool:
+    # A list or dict under a secret-looking key (a module's "secrets" results)
+    # is walked, so only the secret values inside it are masked.
+    return not isinstance(value, (t.Mapping, list, tuple))
+
+
+def _is_masked(value: t.Any) -> bool:
+    # A value a module masked already, possibly with a note such as
+    # "******** (changed)", stays as it is.
+    return isinstance(value, str) and value.startswith(MASK)
+
+
+class _HasModule(t.Protocol):
+    module: t.Any
+
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+def skip_if_check_mode(method: F) -> F:
+    """Make a state-changing method a no-op in check mode.
+
+    Methods decorated with this are the only ones that change a host; the
+    callers compute before/after snapshots as usual, so check mode reports
+    the same ``changed`` and ``diff`` as a real run.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: _HasModule, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        if self.module.check_mode:
+            return None
+        return method(self, *args, **kwargs)
+
+    return t.cast(F, wrapper)
+
+
+def run_module(module: t.Any, handler: t.Callable[[], dict[str, t.Any]], secrets: t.Iterable[str | None] = ()) -> None:
+    """Run ``handler`` and exit the module with its masked result.
+
+    ``OpenVolumeError`` becomes one ``fail_json`` with the message and the
+    details, both masked. Other exceptions are bugs and keep their traceback.
+    """
+    secrets = list(secrets)
+    error: OpenVolumeError | None = None
+    try:
+        result = handler()
+    except OpenVolumeError as exc:
+        error = exc
+    # fail_json is called outside the except block: ansible-core 2.19 would
+    # otherwise attach a traceback to what is a plain, expected failure.
+    if error is not None:
+        module.fail_json(msg=mask_secrets(error.msg, secrets), **mask_secrets(error.details, secrets))
+    module.exit_json(**mask_secrets(result, secrets))
+
+
+def wait_until(predicate: t.Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds have passed.
+
+    The bounded, fast wait used for devices, maps and hot-unplugs: one
+    bound on the total time instead of growing sleeps.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

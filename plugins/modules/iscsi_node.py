@@ -1,0 +1,217 @@
+#!/usr/bin/python
+# Copyright: openvolume.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: iscsi_node
+short_description: Manage open-iscsi node records (CHAP, startup, session settings) and SendTargets discovery
+version_added: 0.1.0
+description:
+  - Creates, updates and deletes the node records of open-iscsi, the per target and portal entries
+    in which C(iscsiadm) keeps how this host logs in to an iSCSI target.
+  - This is step 6 of the volume attach flow (see the collection README), done by os-brick for OpenStack Nova.
+    Logging in is the job of M(openvolume.compute.iscsi_session).
+  - Only what differs is changed; an existing record is never re-created, because C(iscsiadm -o new)
+    resets a record to the defaults of C(iscsid.conf) and loses its CHAP settings.
+  - With O(discover=true), runs SendTargets discovery against O(portal) and writes the records of the
+    targets it returns, then applies O(auth), O(startup) and O(settings) to them.
+  - Runs on the compute host. Needs C(iscsiadm) (Debian package C(open-iscsi)). Node records work without
+    the kernel iSCSI modules; discovery and login need them and a running C(iscsid).
+author:
+  - openvolume.compute developers (@openvolume)
+extends_documentation_fragment:
+  - openvolume.compute.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - With O(discover=true), check mode still sends SendTargets to the portal (a read) but writes no record.
+  diff_mode:
+    support: full
+    details:
+      - The diff shows the managed C(node.*) keys before and after; passwords show as C(********).
+options:
+  target:
+    description:
+      - The target's iSCSI name, an IQN (C(iqn.2010-10.org.example:vol1)), EUI (C(eui.) and 16 hex digits)
+        or NAA (C(naa.) and 16 or 32 hex digits).
+      - Required unless O(discover=true). With O(discover=true) it limits which discovered records get
+        O(auth), O(startup) and O(settings).
+    type: str
+  portal:
+    description:
+      - The portal, C(host), C(host:port), C([ipv6]) or C([ipv6]:port). The port defaults to 3260.
+      - Required with O(state=present) and with O(discover=true).
+      - With O(state=absent) and no portal, the records of O(target) at every portal are deleted.
+    type: str
+  iface:
+    description: The open-iscsi interface (C(iscsiadm -m iface)) the record belongs to.
+    type: str
+    default: default
+  state:
+    description:
+      - V(present) creates the record if missing and sets the requested keys.
+      - V(absent) deletes it. It does not log out; log out first with M(openvolume.compute.iscsi_session).
+    type: str
+    choices: [present, absent]
+    default: present
+  auth:
+    description:
+      - CHAP for the session, stored as C(node.session.auth.*).
+      - Not given means the record's authentication is left as it is.
+    type: dict
+    suboptions: &chap_suboptions
+      method:
+        description:
+          - V(CHAP) or V(None). V(None) also clears any stored credentials.
+        type: str
+        choices: [CHAP, None]
+        default: CHAP
+      username:
+        description: The CHAP name this host presents to the target.
+        type: str
+      password:
+        description: The CHAP secret this host presents to the target. Never returned or logged.
+        type: str
+      username_in:
+        description: For mutual CHAP, the name the target presents to this host.
+        type: str
+      password_in:
+        description: For mutual CHAP, the secret the target presents to this host. Never returned or logged.
+        type: str
+  discovery_auth:
+    description:
+      - CHAP for SendTargets discovery (C(discovery.sendtargets.auth.*)), with O(discover=true).
+    type: dict
+    suboptions: *chap_suboptions
+  startup:
+    description:
+      - C(node.startup). V(automatic) makes iscsid log in to the node when it starts, which is what a
+        volume attached to a running instance needs to survive a host reboot.
+    type: str
+    choices: [manual, automatic, onboot]
+  settings:
+    description:
+      - Further keys of the record, for example C(node.session.timeo.replacement_timeout) or
+        C(node.conn[0].timeo.login_timeout). Booleans become C(Yes)/C(No).
+      - Keys must be ones iscsiadm knows (see C(iscsiadm -m node -T TARGET -p PORTAL));
+        authentication and startup keys have their own options.
+    type: dict
+    default: {}
+  discover:
+    description:
+      - Run SendTargets discovery at O(portal) and create the records of the targets found.
+      - Needs the kernel iSCSI transport (C(iscsi_tcp)) and a running iscsid on the host.
+    type: bool
+    default: false
+notes:
+  - C(iscsiadm) takes CHAP secrets only on its command line, so a secret is visible in the host's process
+    list for the few milliseconds C(iscsiadm -o update) runs. It is never in the module's result, diff or logs.
+seealso:
+  - module: openvolume.compute.iscsi_session
+  - name: iscsiadm(8)
+    description: The open-iscsi administration utility.
+    link: https://github.com/open-iscsi/open-iscsi/blob/master/doc/iscsiadm.8
+"""
+
+EXAMPLES = r"""
+- name: Node record for a volume's target, with CHAP and automatic login at boot
+  openvolume.compute.iscsi_node:
+    target: iqn.2010-10.org.example:volume-0b5e
+    portal: 192.0.2.10:3260
+    auth:
+      username: "{{ volume.auth_username }}"
+      password: "{{ volume.auth_password }}"
+    startup: automatic
+    settings:
+      node.session.timeo.replacement_timeout: 20
+
+- name: Mutual CHAP on an IPv6 portal
+  openvolume.compute.iscsi_node:
+    target: iqn.2010-10.org.example:volume-0b5e
+    portal: "[2001:db8::10]:3260"
+    auth:
+      username: host1
+      password: "{{ chap_secret }}"
+      username_in: array1
+      password_in: "{{ chap_secret_in }}"
+
+- name: Discover what a portal offers and prepare every record it returns
+  openvolume.compute.iscsi_node:
+    portal: 192.0.2.10
+    discover: true
+    discovery_auth:
+      username: discovery
+      password: "{{ discovery_secret }}"
+    startup: manual
+  register: found
+
+- name: Forget a target at every portal
+  openvolume.compute.iscsi_node:
+    target: iqn.2010-10.org.example:volume-0b5e
+    state: absent
+"""
+
+RETURN = r"""
+target:
+  description: The target of the request.
+  returned: always
+  type: str
+  sample: iqn.2010-10.org.example:volume-0b5e
+portal:
+  description: The portal of the request, normalised to C(host:port).
+  returned: when given
+  type: str
+  sample: 192.0.2.10:3260
+iface:
+  description: The iface of the record.
+  returned: always
+  type: str
+  sample: default
+created:
+  description: Whether this run created the record (or would, in check mode).
+  returned: with O(state=present) and O(discover=false)
+  type: bool
+record:
+  description:
+    - The managed keys of the record after the run; passwords show as C(********) when set.
+  returned: with O(state=present) and O(discover=false)
+  type: dict
+  sample:
+    node.startup: automatic
+    node.session.auth.authmethod: CHAP
+    node.session.auth.username: host1
+    node.session.auth.password: "********"
+removed:
+  description: The records deleted (or that would be, in check mode).
+  returned: with O(state=absent)
+  type: list
+  elements: dict
+  sample: [{target: iqn.2010-10.org.example:volume-0b5e, portal: "192.0.2.10:3260", tpgt: 1}]
+discovered:
+  description: What SendTargets returned.
+  returned: with O(discover=true)
+  type: list
+  elements: dict
+  sample: [{target: iqn.2010-10.org.example:volume-0b5e, portal: "192.0.2.10:3260", tpgt: 1}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import argument_spec, run
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        required_if=[("discover", False, ("target",)), ("discover", True, ("portal",))],
+    )
+    run(module)
+
+
+if __name__ == "__main__":
+    main()
