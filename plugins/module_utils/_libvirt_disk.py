@@ -1,0 +1,692 @@
+# Copyright: openvolume.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Disks of libvirt domains: the logic of the libvirt_disk module.
+
+FLOW.md attach steps 10-11 and detach step 2, as Nova's libvirt driver does
+them: the disk XML is built as elements, attached with ``AFFECT_CONFIG`` for
+a persistent domain and ``AFFECT_LIVE`` for a running or paused one, and a
+detach waits until the device has really left the live domain. A guest that
+does not release a virtio disk leaves it attached although libvirt's call
+"succeeded": that ends in a failure that says so, never in a false success.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
+from ansible_collections.openvolume.compute.plugins.module_utils._common import skip_if_check_mode, wait_until
+from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
+
+BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
+SECRET_TYPE = {"iscsi": "iscsi", "rbd": "ceph"}
+DEFAULT_PORT = {"iscsi": 3260, "rbd": 6789}
+
+
+@dataclass
+class DiskSpec:
+    """One disk as the user asked for it, validated."""
+
+    domain: str
+    state: str
+    where: str = ""
+    source: dict[str, t.Any] | None = None
+    target_dev: str | None = None
+    bus: str = "virtio"
+    serial: str | None = None
+    cache: str = "none"
+    io: str | None = None
+    discard: str | None = None
+    readonly: bool = False
+    shareable: bool = False
+    device: str = "disk"
+    extra: dict[str, t.Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, p: t.Mapping[str, t.Any], where: str = "") -> DiskSpec:
+        if not p.get("domain"):
+            raise LibvirtError(f"{where}domain: required")
+        spec = cls(
+            domain=p["domain"], state=p.get("state") or "present", where=where, source=p.get("source"),
+            target_dev=p.get("target_dev"), bus=p.get("bus") or "virtio", serial=p.get("serial"),
+            cache=p.get("cache") or "none", io=p.get("io"), discard=p.get("discard"),
+            readonly=bool(p.get("readonly")), shareable=bool(p.get("shareable")), device=p.get("device") or "disk",
+        )
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        w = self.where
+        if self.bus not in BUS_PREFIX:
+            raise LibvirtError(f"{w}bus: '{self.bus}' is not one of virtio, scsi, sata")
+        if self.target_dev is not None and self.state == "present":
+            prefix = BUS_PREFIX[self.bus]
+            if not re.fullmatch(rf"{prefix}[a-z]{{1,3}}", self.target_dev):
+                raise LibvirtError(
+                    f"{w}target_dev: '{self.target_dev}' is not a device name for bus {self.bus}; "
+                    f"use {prefix}b, {prefix}c, ... or leave it out to take the next free one"
+                )
+        if self.serial is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", self.serial):
+            raise LibvirtError(f"{w}serial: '{self.serial}' may hold only letters, digits, '.', '_', ':' and '-'")
+        if self.device == "lun" and self.bus == "virtio" and self.source and self.source.get("type") == "file":
+            raise LibvirtError(f"{w}device: lun needs a block or network source, not a file")
+        if self.state == "absent":
+            if not self.serial and not self.source and not self.target_dev:
+                raise LibvirtError(f"{w}serial: state=absent needs serial, source or target_dev to find the disk")
+            if self.source:
+                self.validate_source()
+            return
+        if not self.source:
+            raise LibvirtError(f"{w}source: required with state=present")
+        self.validate_source()
+
+    def validate_source(self) -> None:
+        w, src = self.where, self.source or {}
+        kind = src.get("type")
+        if kind in ("block", "file"):
+            path = src.get("path")
+            if not path or not str(path).startswith("/"):
+                raise LibvirtError(f"{w}source.path: a {kind} source needs an absolute path")
+        elif kind == "network":
+            protocol = src.get("protocol")
+            if protocol not in ("iscsi", "rbd"):
+                raise LibvirtError(f"{w}source.protocol: a network source takes iscsi or rbd, got {protocol!r}")
+            if not src.get("name"):
+                hint = "IQN/LUN" if protocol == "iscsi" else "pool/image"
+                raise LibvirtError(f"{w}source.name: required for a network source ({hint})")
+            if protocol == "iscsi" and not re.fullmatch(r"\S+/\d+", str(src["name"])):
+                raise LibvirtError(f"{w}source.name: an iSCSI source name is IQN/LUN, got '{src['name']}'")
+            if not src.get("hosts"):
+                raise LibvirtError(f"{w}source.hosts: a network source needs at least one host")
+            auth = src.get("auth")
+            if auth:
+                if not auth.get("username"):
+                    raise LibvirtError(f"{w}source.auth.username: required with source.auth")
+                if bool(auth.get("secret_usage")) == bool(auth.get("secret_uuid")):
+                    raise LibvirtError(f"{w}source.auth: give exactly one of secret_usage and secret_uuid")
+        else:
+            raise LibvirtError(f"{w}source.type: must be block, file or network, got {kind!r}")
+
+    @property
+    def label(self) -> str:
+        return f"disk {self.serial or self.target_dev or '(by source)'} of {self.domain}"
+
+
+# --- XML -------------------------------------------------------------------------------
+def build_disk(spec: DiskSpec, target_dev: str) -> t.Any:
+    """The ``<disk>`` element for ``spec`` (lxml escapes every value)."""
+    E = lv.etree.Element
+    sub = lv.etree.SubElement
+    src = spec.source or {}
+    disk = E("disk", type=src["type"], device=spec.device)
+    driver = sub(disk, "driver", name="qemu", type="raw", cache=spec.cache)
+    if spec.io:
+        driver.set("io", spec.io)
+    if spec.discard:
+        driver.set("discard", spec.discard)
+    source = sub(disk, "source")
+    if src["type"] == "block":
+        source.set("dev", src["path"])
+    elif src["type"] == "file":
+        source.set("file", src["path"])
+    else:
+        source.set("protocol", src["protocol"])
+        source.set("name", str(src["name"]))
+        for host in src["hosts"]:
+            sub(source, "host", name=str(host["name"]),
+                port=str(host.get("port") or DEFAULT_PORT[src["protocol"]]))
+        auth = src.get("auth")
+        if auth:
+            a = sub(source, "auth", username=str(auth["username"]))
+            secret = sub(a, "secret", type=SECRET_TYPE[src["protocol"]])
+            if auth.get("secret_usage"):
+                secret.set("usage", str(auth["secret_usage"]))
+            else:
+                secret.set("uuid", str(auth["secret_uuid"]))
+    sub(disk, "target", dev=target_dev, bus=spec.bus)
+    if spec.serial:
+        sub(disk, "serial").text = spec.serial
+    if spec.readonly:
+        sub(disk, "readonly")
+    if spec.shareable:
+        sub(disk, "shareable")
+    return disk
+
+
+def disk_source(disk: t.Any) -> dict[str, t.Any]:
+    """The source of a ``<disk>`` in the module's terms."""
+    source = disk.find("source")
+    kind = disk.get("type")
+    if source is None:
+        return {"type": kind}
+    if kind == "block":
+        return {"type": "block", "path": source.get("dev")}
+    if kind == "file":
+        return {"type": "file", "path": source.get("file")}
+    out: dict[str, t.Any] = {
+        "type": kind, "protocol": source.get("protocol"), "name": source.get("name"),
+        "hosts": [{"name": h.get("name"), "port": int(h.get("port") or 0)} for h in source.findall("host")],
+    }
+    auth = source.find("auth") if source.find("auth") is not None else disk.find("auth")
+    if auth is not None:
+        secret = auth.find("secret")
+        out["auth"] = {"username": auth.get("username")}
+        if secret is not None:
+            refs = (("secret_usage", secret.get("usage")), ("secret_uuid", secret.get("uuid")))
+            out["auth"].update({k: v for k, v in refs if v})
+    return out
+
+
+def source_key(src: t.Mapping[str, t.Any]) -> tuple[t.Any, ...]:
+    """What makes two sources the same volume."""
+    if src.get("type") in ("block", "file"):
+        return (src.get("type"), src.get("path"))
+    hosts = tuple(sorted((str(h.get("name")), int(h.get("port") or DEFAULT_PORT.get(src.get("protocol") or "", 0)))
+                         for h in src.get("hosts") or []))
+    return ("network", src.get("protocol"), str(src.get("name")), hosts)
+
+
+def disk_info(disk: t.Any) -> dict[str, t.Any]:
+    target = disk.find("target")
+    serial = disk.find("serial")
+    return {
+        "target_dev": target.get("dev") if target is not None else None,
+        "bus": target.get("bus") if target is not None else None,
+        "serial": serial.text if serial is not None else None,
+        "source": disk_source(disk),
+        "readonly": disk.find("readonly") is not None,
+        "shareable": disk.find("shareable") is not None,
+        "device": disk.get("device"),
+    }
+
+
+# Children of <disk> libvirt adds or fills in: not part of what we asked for.
+_ADDED = ("address", "alias", "backingStore")
+# The order libvirt formats a disk's children in (virDomainDiskDefFormat);
+# others follow in their own order.
+_ORDER = {tag: i for i, tag in enumerate(("driver", "source", "target", "iotune", "readonly", "shareable", "serial",
+                                          "wwn", "vendor", "product", "encryption", "boot"))}
+
+
+def canonical(disk: t.Any) -> t.Any:
+    """A copy of a ``<disk>`` in a canonical form, for comparing and diffing.
+
+    Without what libvirt adds (address, alias, backing store, the source's
+    index), without whitespace, attributes sorted, and the disk's children in
+    libvirt's order whatever order they came in. The order of repeated
+    children (a network source's hosts) is kept.
+    """
+    clone = lv.etree.fromstring(lv.etree.tostring(disk))
+    for tag in _ADDED:
+        for el in clone.findall(tag):
+            clone.remove(el)
+    source = clone.find("source")
+    if source is not None and "index" in source.attrib:
+        del source.attrib["index"]
+    for el in clone.iter():
+        el.tail = None
+        if el.text is not None and not el.text.strip():
+            el.text = None
+        attrs = sorted(el.attrib.items())
+        el.attrib.clear()
+        for key, value in attrs:
+            el.set(key, value)
+    clone[:] = sorted(clone, key=lambda child: _ORDER.get(str(child.tag), len(_ORDER)))
+    return clone
+
+
+def normalise(disk: t.Any) -> str:
+    """A disk as compared and shown in diffs: the text of ``canonical``."""
+    return lv.to_text(canonical(disk))
+
+
+def settings(disk: t.Any) -> dict[str, t.Any]:
+    """The options of a ``<disk>`` a user sets, in the module's terms."""
+    driver = disk.find("driver")
+    target = disk.find("target")
+
+    def drv(name: str) -> str | None:
+        return driver.get(name) if driver is not None else None
+
+    return {
+        "bus": target.get("bus") if target is not None else None,
+        "device": disk.get("device") or "disk",
+        "cache": drv("cache"),
+        "io": drv("io"),
+        "discard": drv("discard"),
+        "readonly": disk.find("readonly") is not None,
+        "shareable": disk.find("shareable") is not None,
+    }
+
+
+def disks_of(root: t.Any) -> list[t.Any]:
+    return [d for d in root.findall("./devices/disk") if d.get("device") in ("disk", "lun", None)]
+
+
+def find_disk(root: t.Any, spec: DiskSpec) -> t.Any | None:
+    """The disk of ``spec`` in a domain: by serial first, else by source, else by target_dev."""
+    disks = disks_of(root)
+    if spec.serial:
+        for d in disks:
+            s = d.find("serial")
+            if s is not None and s.text == spec.serial:
+                return d
+        if spec.state == "present" or not (spec.source or spec.target_dev):
+            return None
+    if spec.source:
+        key = source_key(spec.source)
+        for d in disks:
+            if source_key(disk_source(d)) == key:
+                return d
+    if spec.state == "absent" and spec.target_dev:
+        for d in disks:
+            tgt = d.find("target")
+            if tgt is not None and tgt.get("dev") == spec.target_dev:
+                return d
+    return None
+
+
+def used_targets(*roots: t.Any) -> set[str]:
+    return {tgt.get("dev") for root in roots for tgt in root.findall("./devices/disk/target")}
+
+
+def letters(n: int) -> str:
+    """0 -> a, 25 -> z, 26 -> aa (the kernel's sd/vd naming)."""
+    out = ""
+    n += 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        out = string.ascii_lowercase[r] + out
+    return out
+
+
+def pick_target(bus: str, used: t.Collection[str]) -> str:
+    """The first free device name for ``bus``, as Nova's get_next_disk_info does."""
+    prefix = BUS_PREFIX[bus]
+    for i in range(26 * 27):
+        name = prefix + letters(i)
+        if name not in used:
+            return name
+    raise LibvirtError(f"target_dev: no free device name left for bus {bus}")
+
+
+# --- the domain's state ------------------------------------------------------------------------------
+class Domain:
+    """A domain with its live and persistent XML, re-read after each change."""
+
+    def __init__(self, conn: t.Any, name: str, where: str = "") -> None:
+        self.dom = lv.lookup_domain(conn, name, param=f"{where}domain")
+        self.name = self.dom.name()
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.active = bool(self.dom.isActive())
+        self.persistent = bool(self.dom.isPersistent())
+        self.live = lv.domain_xml(self.dom, inactive=False) if self.active else None
+        self.config = lv.domain_xml(self.dom, inactive=True) if self.persistent else None
+
+    def views(self) -> dict[str, t.Any]:
+        """The XML trees that count: live when running or paused, config when persistent."""
+        out = {}
+        if self.live is not None:
+            out["live"] = self.live
+        if self.config is not None:
+            out["config"] = self.config
+        return out
+
+
+FLAG = {"live": "VIR_DOMAIN_AFFECT_LIVE", "config": "VIR_DOMAIN_AFFECT_CONFIG"}
+VIEW_TITLE = {"live": "live", "config": "persistent config"}
+
+
+def diff_text(views: t.Mapping[str, str]) -> str:
+    """One side of the diff: each view's disk XML under a comment naming the view.
+
+    Plain text, so Ansible shows the XML line by line (a dict would be shown
+    as JSON with the XML's newlines escaped).
+    """
+    return "".join(f"<!-- {VIEW_TITLE[view]} -->\n{xml}\n" for view, xml in views.items() if xml)
+
+
+def _where(info: t.Mapping[str, t.Any]) -> str:
+    """A disk's source, for messages."""
+    src = info.get("source") or {}
+    return str(src.get("path") or src.get("name"))
+
+
+class LibvirtDisks:
+    """Attaches and detaches disks.
+
+    ``_attach``, ``_detach_live`` and ``_detach_config`` are the only methods
+    that change a domain, and the only place check mode is guarded.
+    """
+
+    def __init__(self, module: lv.LibvirtModule) -> None:
+        self.module = module
+        self._domains: dict[str, Domain] = {}
+
+    def domain(self, spec: DiskSpec) -> Domain:
+        if spec.domain not in self._domains:
+            self._domains[spec.domain] = Domain(self.module.conn, spec.domain, spec.where)
+        return self._domains[spec.domain]
+
+    # present ------------------------------------------------------------------------------
+    def state_present(self, spec: DiskSpec) -> dict[str, t.Any]:
+        dom = self.domain(spec)
+        views = dom.views()
+        found = {view: find_disk(root, spec) for view, root in views.items()}
+        existing = next((d for d in found.values() if d is not None), None)
+        if existing is not None:
+            target = self._check_existing(spec, existing)
+        else:
+            self._check_source_unused(spec, dom)
+            target = self._free_target(spec, dom)
+        new = build_disk(spec, target)
+        missing = [view for view, d in found.items() if d is None]
+        before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
+        after = {view: before[view] or normalise(new) for view in found}
+        if missing and self._attach(dom, spec, new, missing):
+            dom.refresh()
+            after = {view: normalise(self._attached_in(dom, spec, view, root)) for view, root in dom.views().items()}
+        shown = existing if existing is not None else new
+        return {"changed": bool(missing), "applied_to": missing, "diff": {"before": before, "after": after},
+                "disk": dict(disk_info(shown), domain=dom.name, xml=normalise(shown))}
+
+    def _check_existing(self, spec: DiskSpec, existing: t.Any) -> str:
+        """The target of the disk already there, if it is the one asked for; else a clear error."""
+        info = disk_info(existing)
+        if spec.source and source_key(info["source"]) != source_key(spec.source):
+            raise LibvirtError(
+                f"{spec.where}serial: {spec.label} is already attached as {info['target_dev']} with another "
+                f"source ({_where(info)}); detach it first"
+            )
+        if spec.target_dev and info["target_dev"] != spec.target_dev:
+            raise LibvirtError(
+                f"{spec.where}target_dev: {spec.label} is already attached as {info['target_dev']}, not "
+                f"{spec.target_dev}; detach it first to move it"
+            )
+        # A hot-plugged disk cannot change its bus, cache or read-only flag in
+        # place: saying "ok" would be a false success.
+        have = settings(existing)
+        differ = [k for k, v in have.items() if getattr(spec, k) is not None and getattr(spec, k) != v]
+        if differ:
+            asked = ", ".join(f"{k}={getattr(spec, k)!r} (attached: {have[k]!r})" for k in differ)
+            raise LibvirtError(
+                f"{spec.where}{differ[0]}: {spec.label} is attached as {info['target_dev']} with other settings: "
+                f"{asked}; detach it first to attach it with these settings, or ask for the attached ones"
+            )
+        return str(info["target_dev"])
+
+    def _check_source_unused(self, spec: DiskSpec, dom: Domain) -> None:
+        """A volume is attached once per domain: its source must not be there under another serial."""
+        key = source_key(spec.source or {})
+        for root in dom.views().values():
+            for d in disks_of(root):
+                info = disk_info(d)
+                if source_key(info["source"]) == key:
+                    raise LibvirtError(
+                        f"{spec.where}source: {_where(info)} is already attached to {dom.name} as "
+                        f"{info['target_dev']} (serial {info['serial']}); a volume is attached once per domain: "
+                        "give that serial, or detach it first"
+                    )
+
+    def _free_target(self, spec: DiskSpec, dom: Domain) -> str:
+        """The requested target_dev if free, else the next free name of the bus."""
+        views = dom.views()
+        used = used_targets(*views.values())
+        target = spec.target_dev or pick_target(spec.bus, used)
+        if target in used:
+            other = next(disk_info(d) for root in views.values() for d in disks_of(root)
+                         if d.find("target") is not None and d.find("target").get("dev") == target)
+            raise LibvirtError(
+                f"{spec.where}target_dev: {target} of {dom.name} is taken by another disk (serial "
+                f"{other['serial']}, source {_where(other)}); choose another target_dev or leave it out"
+            )
+        return target
+
+    def _attached_in(self, dom: Domain, spec: DiskSpec, view: str, root: t.Any) -> t.Any:
+        disk = find_disk(root, spec)
+        if disk is None:
+            raise LibvirtError(
+                f"{spec.where}libvirt accepted {spec.label} but the {view} XML of {dom.name} does not show it; "
+                "check the domain with virsh dumpxml"
+            )
+        return disk
+
+    @skip_if_check_mode
+    def _attach(self, dom: Domain, spec: DiskSpec, disk: t.Any, views: list[str]) -> bool:
+        """attachDeviceFlags for the views the disk is missing from; True once done (None in check mode)."""
+        flags = 0
+        for view in views:
+            flags |= getattr(lv.libvirt, FLAG[view])
+        try:
+            dom.dom.attachDeviceFlags(lv.to_text(disk), flags)
+        except lv.libvirt.libvirtError as exc:
+            raise LibvirtError(self._explain_attach(spec, lv.describe(exc))) from None
+        return True
+
+    @staticmethod
+    def _explain_attach(spec: DiskSpec, msg: str) -> str:
+        src = spec.source or {}
+        hint = ""
+        if "secret" in msg.lower() and src.get("auth"):
+            usage = src["auth"].get("secret_usage") or src["auth"].get("secret_uuid")
+            hint = (f"; source.auth: no usable libvirt secret '{usage}' — create it with "
+                    "openvolume.compute.libvirt_secret first")
+        elif "Authentication failure" in msg:
+            hint = ("; source.auth: the target refused the CHAP login: check the username and the value of the "
+                    "libvirt secret")
+        elif "Failed to connect" in msg or "Connection refused" in msg:
+            hint = "; source.hosts: the target did not answer there: check the portal and that the target is up"
+        elif "No such file" in msg or "does not exist" in msg:
+            hint = f"; source.path: {src.get('path')} does not exist on the host"
+        elif 'Failed to get "write" lock' in msg:
+            hint = "; the image is in use by another disk or domain (shareable: true for multiattach volumes)"
+        return f"{spec.where}attaching {spec.label} failed: {msg}{hint}"
+
+    # absent -------------------------------------------------------------------------------
+    def state_absent(self, spec: DiskSpec, timeout: float) -> dict[str, t.Any]:
+        dom = self.domain(spec)
+        found = {view: find_disk(root, spec) for view, root in dom.views().items()}
+        present = [view for view, d in found.items() if d is not None]
+        before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
+        existing = next((d for d in found.values() if d is not None), None)
+        disk = (dict(disk_info(existing), domain=dom.name, xml=normalise(existing)) if existing is not None
+                else {"domain": dom.name, "serial": spec.serial, "target_dev": spec.target_dev})
+        # Live first: the persistent config loses the disk only once the guest
+        # has released it, so a disk that stays is still attached everywhere.
+        if found.get("live") is not None:
+            self._detach_live(dom, spec, found["live"], timeout, disk)
+        if found.get("config") is not None:
+            self._detach_config(dom, spec, found["config"])
+        if present and not self.module.check_mode:
+            dom.refresh()
+        return {"changed": bool(present), "applied_to": present, "disk": disk,
+                "diff": {"before": before, "after": {view: "" for view in found}}}
+
+    @skip_if_check_mode
+    def _detach_config(self, dom: Domain, spec: DiskSpec, disk: t.Any) -> None:
+        try:
+            dom.dom.detachDeviceFlags(lv.to_text(disk), lv.libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except lv.libvirt.libvirtError as exc:
+            raise LibvirtError(f"{spec.where}detaching {spec.label} from the persistent config failed: "
+                               f"{lv.describe(exc)}") from None
+
+    @skip_if_check_mode
+    def _detach_live(self, dom: Domain, spec: DiskSpec, disk: t.Any, timeout: float,
+                     shown: dict[str, t.Any]) -> None:
+        xml = lv.to_text(disk)
+        target = disk_info(disk)["target_dev"]
+
+        def gone() -> bool:
+            live = lv.domain_xml(dom.dom, inactive=False)
+            return all(d.find("target") is None or d.find("target").get("dev") != target for d in disks_of(live))
+
+        # detachDeviceFlags only asks the guest; the device leaves when the
+        # guest acks (libvirt's DEVICE_REMOVED). Ask again now and then, as
+        # Nova does, within one bound on the total time; the live XML is what
+        # tells, so no event loop thread is needed in a short-lived module.
+        interval = min(5.0, max(timeout / 3, 0.5))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                dom.dom.detachDeviceFlags(xml, lv.libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            except lv.libvirt.libvirtError as exc:
+                if gone():
+                    return
+                # "already in the process of unplug" is the guest still thinking.
+                if "unplug" not in lv.describe(exc):
+                    raise LibvirtError(f"{spec.where}detaching {spec.label} failed: {lv.describe(exc)}") from None
+            left = deadline - time.monotonic()
+            if wait_until(gone, timeout=max(min(interval, left), 0)):
+                return
+            if time.monotonic() >= deadline:
+                dom.refresh()
+                raise LibvirtError(
+                    f"{spec.where}detach_timeout: the guest of {dom.name} did not release {spec.label} ({target}) "
+                    f"within {timeout:g}s; the disk is still attached (live and persistent). A guest without "
+                    "an OS or without hot-unplug support never releases a virtio disk: shut the domain down, "
+                    "or retry with a longer detach_timeout",
+                    still_attached=True, target_dev=target, disk=shown,
+                )
+
+
+def disk_spec_options() -> dict[str, t.Any]:
+    """Per-disk options, shared by the single form and the ``disks`` list."""
+    return {
+        "source": {
+            "type": "dict",
+            "options": {
+                "type": {"type": "str", "choices": ["block", "file", "network"], "required": True},
+                "path": {"type": "str"},
+                "protocol": {"type": "str", "choices": ["iscsi", "rbd"]},
+                "name": {"type": "str"},
+                "hosts": {"type": "list", "elements": "dict", "options": {
+                    "name": {"type": "str", "required": True}, "port": {"type": "int"}}},
+                "auth": {"type": "dict", "options": {
+                    "username": {"type": "str", "required": True},
+                    # References to a libvirt secret, not secrets themselves.
+                    "secret_usage": {"type": "str", "no_log": False},
+                    "secret_uuid": {"type": "str", "no_log": False}}},
+            },
+        },
+        "target_dev": {"type": "str"},
+        "bus": {"type": "str", "choices": ["virtio", "scsi", "sata"], "default": "virtio"},
+        "serial": {"type": "str"},
+        "cache": {"type": "str", "choices": ["none", "writethrough", "writeback", "directsync", "unsafe"],
+                  "default": "none"},
+        "io": {"type": "str", "choices": ["native", "threads", "io_uring"]},
+        "discard": {"type": "str", "choices": ["unmap", "ignore"]},
+        "readonly": {"type": "bool", "default": False},
+        "shareable": {"type": "bool", "default": False},
+        "device": {"type": "str", "choices": ["disk", "lun"], "default": "disk"},
+    }
+
+
+def argument_spec() -> dict[str, t.Any]:
+    per_disk = disk_spec_options()
+    list_entry = dict(per_disk, domain={"type": "str", "required": True},
+                      state={"type": "str", "choices": ["present", "absent"], "default": "present"})
+    return dict(
+        domain={"type": "str"},
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        detach_timeout={"type": "float", "default": 30.0},
+        disks={"type": "list", "elements": "dict", "options": list_entry},
+        **per_disk,
+    )
+
+
+SINGLE_ONLY = ("domain", "source", "target_dev", "serial")
+
+
+def run(module: lv.LibvirtModule) -> None:
+    """Entry point of the libvirt_disk module."""
+    params = module.params
+
+    def handle() -> dict[str, t.Any]:
+        batch = params.get("disks") is not None
+        if batch and any(params.get(k) for k in SINGLE_ONLY):
+            raise LibvirtError("disks: give either disks or the single-disk options (domain, source, ...), not both")
+        if batch and not params["disks"]:
+            raise LibvirtError("disks: give at least one disk, or use domain and source for one")
+        if params["detach_timeout"] <= 0:
+            raise LibvirtError("detach_timeout: must be a positive number of seconds")
+        specs = ([DiskSpec.from_params(d, where=f"disks[{i}].") for i, d in enumerate(params["disks"])]
+                 if batch else [DiskSpec.from_params(params)])
+        outcomes = apply_all(LibvirtDisks(module), specs, params["detach_timeout"])
+        if batch:
+            result: dict[str, t.Any] = {
+                "changed": any(o["changed"] for o in outcomes),
+                "disks": [dict(o["disk"], changed=o["changed"], state=s.state)
+                          for o, s in zip(outcomes, specs, strict=True)],
+                "diff": [shown_diff(o["diff"], s) for o, s in zip(outcomes, specs, strict=True) if o["changed"]],
+            }
+        else:
+            o = outcomes[0]
+            result = {"changed": o["changed"], "disk": o["disk"], "diff": shown_diff(o["diff"], specs[0])}
+        if not module.diff_mode:
+            result.pop("diff")
+        return result
+
+    module.run(handle)
+
+
+def shown_diff(diff: t.Mapping[str, t.Mapping[str, str]], spec: DiskSpec) -> dict[str, str]:
+    """The diff of one disk as Ansible shows it."""
+    return {"before": diff_text(diff["before"]), "after": diff_text(diff["after"]),
+            "before_header": spec.label, "after_header": spec.label}
+
+
+def apply_all(disks: LibvirtDisks, specs: list[DiskSpec], timeout: float) -> list[dict[str, t.Any]]:
+    """Apply every spec in order; on a failure detach again what this call attached."""
+    done: list[tuple[DiskSpec, dict[str, t.Any]]] = []
+    try:
+        for spec in specs:
+            if spec.state == "present":
+                outcome = disks.state_present(spec)
+            else:
+                outcome = disks.state_absent(spec, timeout)
+            done.append((spec, outcome))
+    except LibvirtError as exc:
+        undone, stuck = [], []
+        for spec, outcome in reversed(done):
+            if spec.state != "present" or not outcome["changed"] or disks.module.check_mode:
+                continue
+            undo = DiskSpec(domain=spec.domain, state="absent", serial=spec.serial, source=spec.source,
+                            target_dev=outcome["disk"]["target_dev"])
+            try:
+                disks.state_absent(undo, timeout)
+                undone.append(undo.label)
+            except LibvirtError:
+                stuck.append(undo.label)
+        if len(specs) > 1 and (undone or stuck):
+            note = f" (rolled back: {', '.join(undone) or 'nothing'}"
+            note += f"; could not detach again: {', '.join(stuck)})" if stuck else ")"
+            raise LibvirtError(exc.msg + note, **exc.details) from None
+        raise
+    return [o for _s, o in done]
+
+
+def info_argument_spec() -> dict[str, t.Any]:
+    return {"domains": {"type": "list", "elements": "str", "required": True}}
+
+
+def run_info(module: lv.LibvirtModule) -> None:
+    """Entry point of the libvirt_disk_info module: read-only."""
+
+    def handle() -> dict[str, t.Any]:
+        out = []
+        for i, name in enumerate(module.params["domains"]):
+            dom = Domain(module.conn, name, where=f"domains[{i}].")
+            root = dom.live if dom.live is not None else dom.config
+            state = "shut off" if not dom.active else (
+                "paused" if dom.dom.state()[0] == lv.libvirt.VIR_DOMAIN_PAUSED else "running")
+            out.append({"name": dom.name, "state": state, "persistent": dom.persistent,
+                        "disks": [disk_info(d) for d in disks_of(root)] if root is not None else []})
+        return {"changed": False, "domains": out}
+
+    module.run(handle)

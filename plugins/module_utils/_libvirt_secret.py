@@ -1,0 +1,199 @@
+# Copyright: openvolume.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""libvirt secrets: the logic of the libvirt_secret module.
+
+A network disk with CHAP (iSCSI) or cephx (RBD) names a libvirt secret; the
+secret holds the password. The value is compared inside this process and is
+never returned, logged or shown in a diff.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
+from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK, skip_if_check_mode
+from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
+
+# usage_type -> (libvirt constant name, the XML element under <usage>)
+USAGE = {
+    "iscsi": ("VIR_SECRET_USAGE_TYPE_ISCSI", "target"),
+    "ceph": ("VIR_SECRET_USAGE_TYPE_CEPH", "name"),
+    "volume": ("VIR_SECRET_USAGE_TYPE_VOLUME", "volume"),
+}
+
+
+@dataclass
+class SecretSpec:
+    usage_type: str
+    usage: str
+    uuid: str | None
+    value: str | None
+    state: str
+    where: str = ""
+
+    @classmethod
+    def from_params(cls, p: t.Mapping[str, t.Any], where: str = "") -> SecretSpec:
+        spec = cls(usage_type=p.get("usage_type") or "iscsi", usage=p.get("usage") or "", uuid=p.get("uuid"),
+                   value=p.get("value"), state=p.get("state") or "present", where=where)
+        if not spec.usage:
+            raise LibvirtError(f"{where}usage: required (the iSCSI target, ceph name or volume the secret is for)")
+        if spec.state == "present" and spec.value is None:
+            raise LibvirtError(f"{where}value: required with state=present")
+        return spec
+
+    def xml(self) -> str:
+        sub = lv.etree.SubElement
+        secret = lv.etree.Element("secret", ephemeral="no", private="no")
+        if self.uuid:
+            sub(secret, "uuid").text = self.uuid
+        sub(secret, "description").text = f"openvolume.compute {self.usage_type} secret for {self.usage}"
+        usage = sub(secret, "usage", type=self.usage_type)
+        sub(usage, USAGE[self.usage_type][1]).text = self.usage
+        return lv.to_text(secret)
+
+
+class LibvirtSecrets:
+    """Defines, updates and removes secrets; compares values without revealing them.
+
+    ``_store`` and ``_undefine`` are the only methods that change libvirt,
+    and the only place check mode is guarded.
+    """
+
+    def __init__(self, module: lv.LibvirtModule) -> None:
+        self.module = module
+
+    def lookup(self, spec: SecretSpec) -> t.Any | None:
+        conn = self.module.conn
+        try:
+            if spec.uuid:
+                return conn.secretLookupByUUIDString(spec.uuid)
+            return conn.secretLookupByUsage(getattr(lv.libvirt, USAGE[spec.usage_type][0]), spec.usage)
+        except lv.libvirt.libvirtError as exc:
+            if lv.error_code(exc) == lv.libvirt.VIR_ERR_NO_SECRET:
+                return None
+            raise LibvirtError(f"{spec.where}looking up the secret for {spec.usage} failed: {lv.describe(exc)}") \
+                from None
+
+    @staticmethod
+    def _value_matches(secret: t.Any, value: str) -> bool:
+        try:
+            return bool(secret.value() == value.encode())
+        except lv.libvirt.libvirtError:
+            # No value yet, or a private secret whose value cannot be read:
+            # set it again, which is what makes it right.
+            return False
+
+    def state_present(self, spec: SecretSpec) -> dict[str, t.Any]:
+        secret = self.lookup(spec)
+        if secret is None and spec.uuid:
+            other = self.lookup(SecretSpec(spec.usage_type, spec.usage, None, None, "present", spec.where))
+            if other is not None:
+                raise LibvirtError(
+                    f"{spec.where}uuid: the usage '{spec.usage}' already belongs to secret {other.UUIDString()}; "
+                    "give that uuid or leave uuid out"
+                )
+        before: dict[str, t.Any] = {}
+        if secret is not None:
+            if secret.usageID() != spec.usage or secret.usageType() != getattr(lv.libvirt, USAGE[spec.usage_type][0]):
+                raise LibvirtError(
+                    f"{spec.where}uuid: secret {secret.UUIDString()} is for '{secret.usageID()}', not "
+                    f"{spec.usage_type} '{spec.usage}'; use another uuid or leave it out"
+                )
+            before = {"uuid": secret.UUIDString(), "usage_type": spec.usage_type, "usage": spec.usage, "value": MASK}
+        same_value = secret is not None and self._value_matches(secret, spec.value or "")
+        changed = secret is None or not same_value
+        after = {"uuid": before.get("uuid") or spec.uuid or "(new)", "usage_type": spec.usage_type,
+                 "usage": spec.usage, "value": MASK if same_value else f"{MASK} (changed)"}
+        if changed:
+            stored = self._store(spec, secret)
+            if stored is not None:
+                after["uuid"] = stored.UUIDString()
+        return {"changed": changed, "uuid": after["uuid"] if after["uuid"] != "(new)" else None,
+                "usage_type": spec.usage_type, "usage": spec.usage, "diff": {"before": before, "after": after}}
+
+    @skip_if_check_mode
+    def _store(self, spec: SecretSpec, secret: t.Any | None) -> t.Any:
+        """Define the secret if needed and set its value; the secret (None in check mode)."""
+        try:
+            if secret is None:
+                secret = self.module.conn.secretDefineXML(spec.xml())
+            secret.setValue((spec.value or "").encode())
+        except lv.libvirt.libvirtError as exc:
+            raise LibvirtError(f"{spec.where}defining the secret for {spec.usage} failed: {lv.describe(exc)}") \
+                from None
+        return secret
+
+    def state_absent(self, spec: SecretSpec) -> dict[str, t.Any]:
+        secret = self.lookup(spec)
+        if secret is None:
+            return {"changed": False, "uuid": None, "usage_type": spec.usage_type, "usage": spec.usage,
+                    "diff": {"before": {}, "after": {}}}
+        uuid = secret.UUIDString()
+        self._undefine(spec, secret)
+        return {"changed": True, "uuid": uuid, "usage_type": spec.usage_type, "usage": spec.usage,
+                "diff": {"before": {"uuid": uuid, "usage": spec.usage, "value": MASK}, "after": {}}}
+
+    @skip_if_check_mode
+    def _undefine(self, spec: SecretSpec, secret: t.Any) -> None:
+        try:
+            secret.undefine()
+        except lv.libvirt.libvirtError as exc:
+            raise LibvirtError(f"{spec.where}removing the secret for {spec.usage} failed: {lv.describe(exc)}") \
+                from None
+
+
+def _per_secret() -> dict[str, t.Any]:
+    return {
+        "usage_type": {"type": "str", "choices": sorted(USAGE), "default": "iscsi"},
+        "usage": {"type": "str"},
+        "uuid": {"type": "str"},
+        "value": {"type": "str", "no_log": True},
+        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    }
+
+
+def argument_spec() -> dict[str, t.Any]:
+    entry = _per_secret()
+    entry["usage"] = {"type": "str", "required": True}
+    # The list holds secrets in its entries' value (no_log there), not itself.
+    secrets = {"type": "list", "elements": "dict", "options": entry, "no_log": False}
+    return dict(secrets=secrets, **_per_secret())
+
+
+def run(module: lv.LibvirtModule) -> None:
+    """Entry point of the libvirt_secret module."""
+    params = module.params
+    values = [params.get("value")] + [s.get("value") for s in params.get("secrets") or []]
+
+    def handle() -> dict[str, t.Any]:
+        batch = params.get("secrets") is not None
+        if batch and (params.get("usage") or params.get("value") or params.get("uuid")):
+            raise LibvirtError("secrets: give either secrets or usage/value/uuid for one secret, not both")
+        specs = ([SecretSpec.from_params(s, where=f"secrets[{i}].") for i, s in enumerate(params["secrets"])]
+                 if batch else [SecretSpec.from_params(params)])
+        manager = LibvirtSecrets(module)
+        outcomes: list[dict[str, t.Any]] = []
+        try:
+            for spec in specs:
+                outcomes.append(manager.state_present(spec) if spec.state == "present" else manager.state_absent(spec))
+        except LibvirtError:
+            # Nothing half-done: secrets this task defined go again.
+            for spec, outcome in zip(specs, outcomes, strict=False):
+                if spec.state == "present" and outcome["changed"] and not outcome["diff"]["before"]:
+                    manager.state_absent(spec)
+            raise
+        if batch:
+            result: dict[str, t.Any] = {
+                "changed": any(o["changed"] for o in outcomes),
+                "secrets": [{k: v for k, v in o.items() if k != "diff"} for o in outcomes],
+                "diff": [o["diff"] for o in outcomes if o["changed"]],
+            }
+        else:
+            result = dict(outcomes[0])
+        if not module.diff_mode:
+            result.pop("diff")
+        return result
+
+    module.run(handle, secrets=[v for v in values if v])

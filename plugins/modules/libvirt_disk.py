@@ -1,0 +1,294 @@
+#!/usr/bin/python
+# Copyright: openvolume.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: libvirt_disk
+short_description: Hot-plug volumes into libvirt domains, live and persistent, the way Nova does
+version_added: 0.1.0
+description:
+  - Attaches a disk to a libvirt domain or detaches it (steps 10-11 and detach step 2 of the attach flow in the
+    collection README).
+  - A persistent domain always gets the change in its persistent config; a running or paused domain gets it live
+    too; a shut-off domain only in its config.
+  - A disk is found by O(serial) (the volume id) first, else by its source. Attaching the same volume again
+    changes nothing. A different disk already on the requested O(target_dev) is an error, never a replacement.
+  - A volume is attached once per domain; its source already attached under another serial is an error. The
+    disk found attached with other settings (O(bus), O(cache), O(io), O(discard), O(readonly), O(shareable),
+    O(device), O(target_dev)) is an error too, since a hot-plugged disk cannot change them in place; detach it
+    first.
+  - A detach waits until the device has left the live domain, asking the guest again now and then, within
+    O(detach_timeout). A guest that never releases the disk (for example a virtio disk of a domain without an
+    OS) makes the task fail and say the disk is still attached; the persistent config is changed only after
+    the live detach succeeded.
+  - With O(disks), many disks of one or more domains in one task; when one fails, the disks this task attached
+    are detached again.
+  - Runs on the compute host. Needs libvirt-python and lxml there.
+author:
+  - openvolume.compute developers (@openvolume)
+extends_documentation_fragment:
+  - openvolume.compute.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details:
+      - The diff shows the disk's XML before and after, in the live domain and in the persistent config, each
+        under a comment naming it (C(<!-- live -->), C(<!-- persistent config -->)).
+requirements:
+  - libvirt-python
+  - lxml
+options:
+  uri:
+    description: The libvirt connection URI.
+    type: str
+    default: qemu:///system
+  domain:
+    description: The domain, by name or UUID. Required unless O(disks) is given.
+    type: str
+  state:
+    description: V(present) attaches the disk, V(absent) detaches it.
+    type: str
+    choices: [present, absent]
+    default: present
+  source: &source_option
+    description:
+      - Where the disk's data is. Required with O(state=present).
+    type: dict
+    suboptions:
+      type:
+        description:
+          - V(block) for a host block device (an iSCSI by-path link or a multipath map), V(file) for an image
+            file, V(network) for QEMU's own iSCSI or RBD client (no session on the host).
+        type: str
+        choices: [block, file, network]
+        required: true
+      path:
+        description: The device or file, with V(block) and V(file).
+        type: str
+      protocol:
+        description: V(iscsi) or V(rbd), with V(network).
+        type: str
+        choices: [iscsi, rbd]
+      name:
+        description: C(IQN/LUN) for iSCSI, C(pool/image) for RBD.
+        type: str
+      hosts:
+        description: The portals or monitors, with V(network).
+        type: list
+        elements: dict
+        suboptions:
+          name:
+            description: Host name or address.
+            type: str
+            required: true
+          port:
+            description: Port; 3260 for iSCSI and 6789 for RBD when left out.
+            type: int
+      auth:
+        description:
+          - CHAP (iSCSI) or cephx (RBD) through a libvirt secret, see M(openvolume.compute.libvirt_secret).
+        type: dict
+        suboptions:
+          username:
+            description: The CHAP or cephx user.
+            type: str
+            required: true
+          secret_usage:
+            description: The secret's usage (its iSCSI target or ceph name).
+            type: str
+          secret_uuid:
+            description: The secret's UUID, instead of O(source.auth.secret_usage).
+            type: str
+  target_dev:
+    description:
+      - The device name in the guest (C(vdb), C(sdc)). Left out, the next free name of the O(bus) is taken.
+    type: str
+  bus:
+    description: The disk bus.
+    type: str
+    choices: [virtio, scsi, sata]
+    default: virtio
+  serial:
+    description: The disk's serial, the volume id; the disk's identity for idempotence.
+    type: str
+  cache:
+    description: The cache mode of QEMU's driver.
+    type: str
+    choices: [none, writethrough, writeback, directsync, unsafe]
+    default: none
+  io:
+    description: The I/O mode of QEMU's driver.
+    type: str
+    choices: [native, threads, io_uring]
+  discard:
+    description: Pass discard requests to the volume (V(unmap)) or not (V(ignore)).
+    type: str
+    choices: [unmap, ignore]
+  readonly:
+    description: Attach read-only.
+    type: bool
+    default: false
+  shareable:
+    description: The disk may be used by several domains at once (multiattach volumes).
+    type: bool
+    default: false
+  device:
+    description: V(disk), or V(lun) to pass SCSI commands through.
+    type: str
+    choices: [disk, lun]
+    default: disk
+  detach_timeout:
+    description: Seconds to wait for the guest to release a detached disk.
+    type: float
+    default: 30
+  disks:
+    description:
+      - Many disks in one task, each a dict with the per-disk options above plus O(domain) and O(state).
+        Mutually exclusive with O(domain), O(source), O(target_dev) and O(serial).
+      - Applied in order. When one fails, the disks this task attached are detached again and the task fails
+        naming the entry, for example C(disks[3].target_dev).
+    type: list
+    elements: dict
+    suboptions:
+      domain:
+        description: See O(domain).
+        type: str
+        required: true
+      state:
+        description: See O(state).
+        type: str
+        choices: [present, absent]
+        default: present
+      source: *source_option
+      target_dev:
+        description: See O(target_dev).
+        type: str
+      bus:
+        description: See O(bus).
+        type: str
+        choices: [virtio, scsi, sata]
+        default: virtio
+      serial:
+        description: See O(serial).
+        type: str
+      cache:
+        description: See O(cache).
+        type: str
+        choices: [none, writethrough, writeback, directsync, unsafe]
+        default: none
+      io:
+        description: See O(io).
+        type: str
+        choices: [native, threads, io_uring]
+      discard:
+        description: See O(discard).
+        type: str
+        choices: [unmap, ignore]
+      readonly:
+        description: See O(readonly).
+        type: bool
+        default: false
+      shareable:
+        description: See O(shareable).
+        type: bool
+        default: false
+      device:
+        description: See O(device).
+        type: str
+        choices: [disk, lun]
+        default: disk
+seealso:
+  - module: openvolume.compute.libvirt_secret
+  - module: openvolume.compute.iscsi_session
+"""
+
+EXAMPLES = r"""
+- name: Hot-plug an iSCSI LUN connected by iscsi_session (host mode)
+  openvolume.compute.libvirt_disk:
+    domain: instance-0001
+    source:
+      type: block
+      path: /dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2010-10.org.example:volume-0b5e-lun-1
+    serial: 0b5e6a4c
+  register: attached
+
+- name: QEMU's own iSCSI client with CHAP from a libvirt secret (no session on the host)
+  openvolume.compute.libvirt_disk:
+    domain: instance-0001
+    source:
+      type: network
+      protocol: iscsi
+      name: iqn.2010-10.org.example:volume-0b5e/1
+      hosts: [{name: 192.0.2.10, port: 3260}]
+      auth:
+        username: compute
+        secret_usage: openvolume/0b5e6a4c
+    bus: scsi
+    serial: 0b5e6a4c
+
+- name: Detach by serial, waiting up to a minute for the guest
+  openvolume.compute.libvirt_disk:
+    domain: instance-0001
+    serial: 0b5e6a4c
+    state: absent
+    detach_timeout: 60
+
+- name: Several disks in one round trip
+  openvolume.compute.libvirt_disk:
+    disks:
+      - {domain: vm1, serial: vol-1, source: {type: block, path: /dev/mapper/mpatha}}
+      - {domain: vm2, serial: vol-2, source: {type: block, path: /dev/mapper/mpathb}, target_dev: vdc}
+"""
+
+RETURN = r"""
+disk:
+  description: The disk as attached (or as it would be, in check mode; as it was, with O(state=absent)).
+  returned: without O(disks)
+  type: dict
+  contains:
+    domain:
+      description: The domain's name.
+      type: str
+    target_dev:
+      description: The device name in the guest.
+      type: str
+      sample: vdb
+    bus:
+      description: The bus.
+      type: str
+    serial:
+      description: The serial.
+      type: str
+    source:
+      description: The source, in the form of O(source).
+      type: dict
+    xml:
+      description: The disk's XML.
+      type: str
+disks:
+  description: One entry per O(disks) item, the keys of RV(disk) plus C(changed) and C(state).
+  returned: with O(disks)
+  type: list
+  elements: dict
+"""
+
+from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtModule
+from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk import argument_spec, run
+
+
+def main() -> None:
+    module = LibvirtModule(
+        argument_spec(),
+        mutually_exclusive=[("disks", "domain"), ("disks", "source"), ("disks", "target_dev"), ("disks", "serial")],
+        required_one_of=[("disks", "domain")],
+    )
+    run(module)
+
+
+if __name__ == "__main__":
+    main()
