@@ -1,0 +1,673 @@
+# Copyright: openvolume.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Volume reservation: the collection's Cinder.
+
+A volume record says which instances a volume is attached to and in which
+state each attachment is. Every change is one legal transition of the table
+``TRANSITIONS``, applied atomically by a backend (``_reservation_sqlite``,
+``_reservation_etcd``) as a compare-and-set: Cinder bug 1096983 was two
+reservations of one volume that both read "available".
+
+States of one attachment (volume, instance)::
+
+    available -> attaching -> in-use -> detaching -> available
+                     |                     |
+                error_attaching      error_detaching
+
+``available`` means "no attachment for this instance". The transitional
+states ``attaching`` and ``detaching`` carry a lease: when it runs out they
+fall back to the state before them (``FALLBACK``), so a run that died cannot
+leave a volume stuck, which is what happened in seed 004.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import dataclasses
+import time
+import typing as t
+
+from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    OpenVolumeError,
+    is_secret_key,
+    mask_secrets,
+    run_module,
+    skip_if_check_mode,
+)
+
+AVAILABLE = "available"
+ATTACHING = "attaching"
+IN_USE = "in-use"
+DETACHING = "detaching"
+ERROR_ATTACHING = "error_attaching"
+ERROR_DETACHING = "error_detaching"
+PRESENT = "present"
+ABSENT = "absent"
+
+ATTACHMENT_STATES = (ATTACHING, IN_USE, DETACHING, ERROR_ATTACHING, ERROR_DETACHING)
+STATES = (PRESENT, AVAILABLE, *ATTACHMENT_STATES, ABSENT)
+MODES = ("rw", "ro")
+DEFAULT_LEASE_TTL = 600
+DEFAULT_SQLITE_PATH = "~/.local/state/openvolume/volumes.db"
+DEFAULT_ETCD_PREFIX = "/openvolume/"
+
+# The legal transitions of one attachment, named after the Cinder call that
+# does the same. Anything else is refused with the current state and holder.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (AVAILABLE, ATTACHING): "reserve",
+    (ATTACHING, IN_USE): "attach",
+    (ATTACHING, AVAILABLE): "unreserve",
+    (ATTACHING, ERROR_ATTACHING): "attach_failed",
+    (IN_USE, DETACHING): "begin_detaching",
+    (DETACHING, AVAILABLE): "detach",
+    (DETACHING, IN_USE): "roll_detaching",
+    (DETACHING, ERROR_DETACHING): "detach_failed",
+    # An operator's repair after a rollback that failed: no error state is a
+    # dead end.
+    (ERROR_ATTACHING, AVAILABLE): "reset_attaching",
+    (ERROR_DETACHING, IN_USE): "reset_detaching",
+    (ERROR_DETACHING, DETACHING): "retry_detaching",
+    (ERROR_DETACHING, AVAILABLE): "force_detach",
+}
+
+# Where a transitional state goes when its lease runs out.
+FALLBACK = {ATTACHING: AVAILABLE, DETACHING: IN_USE}
+
+# What to do instead, for the illegal transitions people will try.
+_HINTS = {
+    (AVAILABLE, IN_USE): "reserve it first with state=attaching (connection_info is stored with state=in-use)",
+    (AVAILABLE, DETACHING): "there is nothing to detach",
+    (IN_USE, AVAILABLE): "begin with state=detaching, detach the disk, then state=available",
+    (IN_USE, ATTACHING): "it is attached to this instance already; a volume is never attached twice to one instance",
+    (DETACHING, ATTACHING): "finish (state=available) or roll back (state=in-use) the detach first",
+    (ATTACHING, DETACHING): "finish (state=in-use) or roll back (state=available) the attach first",
+}
+
+
+class ReservationError(OpenVolumeError):
+    """Base of the reservation errors; nothing was changed unless it says so."""
+
+
+class IllegalTransition(ReservationError):
+    """The requested state cannot be reached from the current one."""
+
+
+class BackendError(ReservationError):
+    """The store cannot be used: unreachable, refused, corrupted or foreign."""
+
+
+@dataclasses.dataclass
+class Attachment:
+    """One instance's attachment of a volume."""
+
+    instance: str
+    host: str
+    status: str
+    mountpoint: str | None = None
+    mode: str = "rw"
+    connection_info: dict[str, t.Any] | None = None
+    # Seconds since the epoch at which a transitional state falls back.
+    expires_at: float | None = None
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: t.Mapping[str, t.Any]) -> Attachment:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+@dataclasses.dataclass
+class Volume:
+    """A volume record: its id, whether it is multiattach, its attachments."""
+
+    volume_id: str
+    multiattach: bool = False
+    attachments: dict[str, Attachment] = dataclasses.field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """The volume's status, derived from its attachments.
+
+        ``available`` without attachments, ``in-use`` when every attachment
+        is in use, else the first of error_attaching, error_detaching,
+        attaching, detaching that one of them is in.
+        """
+        states = {a.status for a in self.attachments.values()}
+        if not states:
+            return AVAILABLE
+        for status in (ERROR_ATTACHING, ERROR_DETACHING, ATTACHING, DETACHING):
+            if status in states:
+                return status
+        return IN_USE
+
+    def holders(self, exclude: str | None = None) -> str:
+        """Text naming the attachments: ``in-use by vm1 on host1, ...``."""
+        parts = [
+            f"{a.status} by {a.instance} on {a.host}"
+            for a in sorted(self.attachments.values(), key=lambda a: a.instance)
+            if a.instance != exclude
+        ]
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, t.Any]:
+        """The record as stored (secrets in clear): status, attachments sorted by instance."""
+        return {
+            "volume_id": self.volume_id,
+            "status": self.status,
+            "multiattach": self.multiattach,
+            "attachments": [self.attachments[k].to_dict() for k in sorted(self.attachments)],
+        }
+
+    def to_result(self) -> dict[str, t.Any]:
+        """The record for results, diffs and lookups: secrets masked."""
+        return t.cast("dict[str, t.Any]", mask_secrets(self.to_dict()))
+
+    @classmethod
+    def from_dict(cls, data: t.Mapping[str, t.Any]) -> Volume:
+        atts = [Attachment.from_dict(a) for a in data.get("attachments", [])]
+        return cls(
+            volume_id=data["volume_id"],
+            multiattach=bool(data.get("multiattach", False)),
+            attachments={a.instance: a for a in atts},
+        )
+
+    def copy(self) -> Volume:
+        return copy.deepcopy(self)
+
+
+def same(a: Volume | None, b: Volume | None) -> bool:
+    """Tell whether two records are equal (``None`` is no record)."""
+    if a is None or b is None:
+        return a is b
+    return a.to_dict() == b.to_dict()
+
+
+def expire(volume: Volume | None, now: float) -> Volume | None:
+    """Return ``volume`` with every lapsed lease applied.
+
+    A stale ``attaching`` is no attachment again, a stale ``detaching`` is
+    ``in-use`` again (its connection_info is still there for the next detach).
+    The etcd backend has real leases and does not need this; the sqlite
+    backend applies it on every read and transition.
+    """
+    if volume is None:
+        return None
+    lapsed = [
+        a for a in volume.attachments.values()
+        if a.status in FALLBACK and a.expires_at is not None and a.expires_at <= now
+    ]
+    if not lapsed:
+        return volume
+    volume = volume.copy()
+    for att in lapsed:
+        if FALLBACK[att.status] == AVAILABLE:
+            del volume.attachments[att.instance]
+        else:
+            current = volume.attachments[att.instance]
+            current.status = FALLBACK[att.status]
+            current.expires_at = None
+    return volume
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One requested state of one volume, validated."""
+
+    volume_id: str
+    state: str
+    instance: str | None = None
+    host: str | None = None
+    mountpoint: str | None = None
+    mode: str | None = None
+    connection_info: dict[str, t.Any] | None = None
+    multiattach: bool | None = None
+    lease_ttl: int = DEFAULT_LEASE_TTL
+
+    @classmethod
+    def from_params(cls, params: t.Mapping[str, t.Any], *, lease_ttl: int, where: str = "") -> Request:
+        """Build and check a request; ``where`` prefixes parameter names (``volumes[2].``)."""
+
+        def fail(msg: str) -> t.NoReturn:
+            raise ReservationError(msg)
+
+        volume_id = params.get("volume_id")
+        state = params.get("state") or PRESENT
+        if not isinstance(volume_id, str) or not volume_id.strip() or volume_id != volume_id.strip():
+            fail(f"{where}volume_id: give the volume's id, a non-empty string without surrounding spaces")
+        if state not in STATES:
+            fail(f"{where}state: {state!r} is not one of {', '.join(STATES)}")
+        if not isinstance(lease_ttl, int) or lease_ttl < 2:
+            fail(f"lease_ttl: {lease_ttl!r} is too short; give at least 2 seconds (etcd's shortest lease)")
+        instance = params.get("instance")
+        host = params.get("host")
+        for name, value in (("instance", instance), ("host", host), ("mountpoint", params.get("mountpoint"))):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                fail(f"{where}{name}: give a non-empty string or leave it out")
+        if state in ATTACHMENT_STATES and not instance:
+            fail(f"{where}instance: required with state={state} (the attachment's instance)")
+        if state == ATTACHING and not host:
+            fail(f"{where}host: required with state=attaching (the compute host the instance runs on)")
+        if state in (PRESENT, ABSENT) and instance:
+            fail(f"{where}instance: state={state} is about the whole volume; leave instance out "
+                 "or use state=available to detach one instance")
+        mode = params.get("mode")
+        if mode is not None and mode not in MODES:
+            fail(f"{where}mode: {mode!r} is not one of rw, ro")
+        ci = params.get("connection_info")
+        if ci is not None:
+            if not isinstance(ci, t.Mapping) or not isinstance(ci.get("driver_volume_type"), str) \
+                    or not isinstance(ci.get("data"), t.Mapping):
+                fail(f"{where}connection_info: give a dict with driver_volume_type (e.g. iscsi) and data "
+                     "(target_iqn, target_portal, target_lun, auth_*), as Cinder's initialize_connection returns")
+            if state not in (IN_USE, DETACHING, ERROR_DETACHING):
+                fail(f"{where}connection_info: only stored with state=in-use (or kept through detaching); "
+                     f"leave it out with state={state}")
+            ci = copy.deepcopy(dict(ci))
+        multiattach = params.get("multiattach")
+        if multiattach is not None and state not in (PRESENT, AVAILABLE):
+            fail(f"{where}multiattach: set when the record is created, with state=present or state=available")
+        return cls(
+            volume_id=volume_id, state=state, instance=instance, host=host,
+            mountpoint=params.get("mountpoint"), mode=mode, connection_info=ci,
+            multiattach=multiattach, lease_ttl=lease_ttl,
+        )
+
+
+def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | None, str | None]:
+    """Return the record after ``req`` and the name of the change (``None``: nothing to do).
+
+    Pure: the backends call it inside their atomic section with the record
+    they just read, so the rules below always see the current state.
+    """
+    vid = req.volume_id
+    if req.state == ABSENT:
+        if current is None:
+            return None, None
+        if current.attachments:
+            raise IllegalTransition(
+                f"volume {vid} is {current.holders()}; detach every attachment before state=absent"
+            )
+        return None, "remove"
+    if current is None:
+        if req.state in (PRESENT, AVAILABLE):
+            return Volume(vid, multiattach=bool(req.multiattach)), "create"
+        raise IllegalTransition(
+            f"volume {vid} is not registered in the reservation store; register it first with "
+            f"state=present (and multiattach if it is one), then state={req.state}"
+        )
+    new = current.copy()
+    change: str | None = None
+    if req.multiattach is not None and req.multiattach != current.multiattach:
+        if current.attachments:
+            raise IllegalTransition(
+                f"volume {vid} is {current.holders()}; multiattach can only change while it has no attachment"
+            )
+        new.multiattach = req.multiattach
+        change = "update"
+    if req.state == PRESENT:
+        return new, change
+    if req.instance is None:
+        # state=available for the whole volume.
+        if current.attachments:
+            raise IllegalTransition(
+                f"volume {vid} is {current.holders()}; give instance to detach one attachment "
+                "(state=detaching, then state=available)"
+            )
+        return new, change
+
+    inst = req.instance
+    att = current.attachments.get(inst)
+    frm = att.status if att else AVAILABLE
+    to = req.state
+    holder = f"volume {vid} is {frm} by {inst} on {att.host}" if att else f"volume {vid} has no attachment for {inst}"
+    if att is not None and req.host is not None and req.host != att.host:
+        raise IllegalTransition(f"{holder}, not on {req.host}; give the host the attachment was reserved for")
+
+    if frm == to:
+        if att is None:
+            return new, change
+        updated = _with_details(att, req)
+        if updated != att:
+            new.attachments[inst] = updated
+            change = "update"
+        return new, change
+
+    name = TRANSITIONS.get((frm, to))
+    if name is None:
+        legal = [b for (a, b) in TRANSITIONS if a == frm]
+        hint = _HINTS.get((frm, to))
+        raise IllegalTransition(
+            f"{holder}; it cannot go to {to} (from {frm} the legal states are {', '.join(legal)})"
+            + (f": {hint}" if hint else "")
+        )
+
+    if name == "reserve":
+        others = new.holders(exclude=inst)
+        if others and not current.multiattach:
+            raise IllegalTransition(
+                f"volume {vid} is {others}; it is not multiattach, so it cannot be reserved for {inst} on {req.host}"
+            )
+        new.attachments[inst] = Attachment(
+            # Request.from_params made sure host is there for state=attaching.
+            instance=inst, host=t.cast(str, req.host), status=ATTACHING, mountpoint=req.mountpoint,
+            mode=req.mode or "rw", expires_at=now + req.lease_ttl,
+        )
+        return new, name
+    if att is None:  # only "reserve" leaves "available"; the table has no other way
+        raise IllegalTransition(f"{holder}; it cannot go to {to}")
+    if to == AVAILABLE:
+        del new.attachments[inst]
+        return new, name
+    updated = _with_details(att, req)
+    updated.status = to
+    updated.expires_at = now + req.lease_ttl if to in FALLBACK else None
+    if to == IN_USE and not updated.connection_info:
+        # Seed 004: a volume in use without connection_info cannot be detached.
+        raise IllegalTransition(
+            f"{holder}; connection_info is required for state=in-use and is stored in the same transaction, "
+            "so that a later detach has what it needs (give the dict initialize_connection returned)"
+        )
+    new.attachments[inst] = updated
+    return new, name
+
+
+def _with_details(att: Attachment, req: Request) -> Attachment:
+    """The attachment with the mountpoint, mode and connection_info the request gives."""
+    updated = copy.deepcopy(att)
+    if req.mountpoint is not None:
+        updated.mountpoint = req.mountpoint
+    if req.mode is not None:
+        updated.mode = req.mode
+    if req.connection_info is not None:
+        updated.connection_info = copy.deepcopy(req.connection_info)
+    return updated
+
+
+class Backend(abc.ABC):
+    """A store of volume records with an atomic read-modify-write."""
+
+    name = "backend"
+
+    @abc.abstractmethod
+    def get(self, volume_id: str) -> Volume | None:
+        """The record of ``volume_id`` (lapsed leases applied), or ``None``."""
+
+    @abc.abstractmethod
+    def list_volumes(self) -> list[Volume]:
+        """Every record, sorted by volume id."""
+
+    @abc.abstractmethod
+    def update(
+        self, volume_id: str, change: t.Callable[[Volume | None], Volume | None]
+    ) -> tuple[Volume | None, Volume | None]:
+        """Atomically replace the record by ``change(record)``; return (before, after).
+
+        ``change`` may raise; then nothing is written. A record ``change``
+        returns unchanged is not written either.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release connections."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one request did (or would do, in check mode)."""
+
+    request: Request
+    before: Volume | None
+    after: Volume | None
+    transition: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.transition is not None
+
+    def to_result(self) -> dict[str, t.Any]:
+        before_state = self._state(self.before)
+        after_state = self._state(self.after)
+        return {
+            "volume_id": self.request.volume_id,
+            "changed": self.changed,
+            "transition": {"name": self.transition, "from": before_state, "to": after_state}
+            if self.changed else None,
+            "volume": self.after.to_result() if self.after else None,
+        }
+
+    def _state(self, volume: Volume | None) -> str:
+        if volume is None:
+            return ABSENT
+        if self.request.instance is not None:
+            att = volume.attachments.get(self.request.instance)
+            return att.status if att else AVAILABLE
+        return volume.status
+
+
+class Reservations:
+    """Applies requests to a backend; the only place that writes."""
+
+    def __init__(self, module: t.Any, backend: Backend, clock: t.Callable[[], float] = time.time) -> None:
+        # ``module`` only needs ``check_mode`` (skip_if_check_mode reads it).
+        self.module = module
+        self.backend = backend
+        self.clock = clock
+
+    def apply(self, req: Request, predicted: dict[str, Volume | None] | None = None) -> Outcome:
+        """Perform one request; in check mode, say what it would do.
+
+        ``predicted`` carries, in check mode, the records earlier requests of
+        the same batch would have written, so that a batch touching one volume
+        twice is predicted in order.
+        """
+        committed = self._commit(req)
+        if committed is not None:
+            return committed
+        # Check mode: the same decision on the record as it is now, unwritten.
+        if predicted is not None and req.volume_id in predicted:
+            before = predicted[req.volume_id]
+        else:
+            before = self.backend.get(req.volume_id)
+        after, name = plan(before, req, self.clock())
+        return Outcome(req, before, after if name else before, name)
+
+    @skip_if_check_mode
+    def _commit(self, req: Request) -> Outcome:
+        names: list[str | None] = []
+
+        def change(current: Volume | None) -> Volume | None:
+            # Called again by a backend that lost a compare-and-set race.
+            names.clear()
+            after, name = plan(current, req, self.clock())
+            names.append(name)
+            return after
+
+        before, after = self.backend.update(req.volume_id, change)
+        return Outcome(req, before, after, names[-1] if names else None)
+
+    def apply_all(self, reqs: t.Sequence[Request]) -> list[Outcome]:
+        """Perform requests in order; on a failure undo the ones done and raise.
+
+        Each transition is atomic on its own; the batch is all-or-nothing
+        through compensation: the records this call changed are put back as
+        they were (if nobody changed them since), in reverse order.
+        """
+        outcomes: list[Outcome] = []
+        done: list[Outcome] = []
+        predicted: dict[str, Volume | None] | None = {} if self.module.check_mode else None
+        for index, req in enumerate(reqs):
+            try:
+                outcome = self.apply(req, predicted)
+            except ReservationError as exc:
+                undone, stuck = self._undo(done) or ([], [])
+                msg = f"volumes[{index}] (volume {req.volume_id}): {exc.msg}"
+                if undone:
+                    msg += f"; rolled back what this call had done to {', '.join(undone)}"
+                if stuck:
+                    msg += f"; could NOT roll back {'; '.join(stuck)}"
+                raise type(exc)(msg, failed_index=index, rolled_back=undone, not_rolled_back=stuck) from exc
+            outcomes.append(outcome)
+            if predicted is not None:
+                predicted[req.volume_id] = outcome.after
+            if outcome.changed:
+                done.append(outcome)
+        return outcomes
+
+    @skip_if_check_mode
+    def _undo(self, done: list[Outcome]) -> tuple[list[str], list[str]]:
+        undone: list[str] = []
+        stuck: list[str] = []
+        for outcome in reversed(done):
+            vid = outcome.request.volume_id
+
+            def restore(current: Volume | None, outcome: Outcome = outcome) -> Volume | None:
+                if not same(current, outcome.after):
+                    raise ReservationError("it changed since this call changed it")
+                return outcome.before
+
+            try:
+                self.backend.update(vid, restore)
+            except ReservationError as exc:
+                stuck.append(f"{vid} ({exc.msg})")
+            else:
+                undone.append(vid)
+        return undone, stuck
+
+
+def backend_argument_spec() -> dict[str, t.Any]:
+    """Options that choose and reach the store, shared by the module and the lookup."""
+    return {
+        "backend": {"type": "str", "choices": ["sqlite", "etcd"], "default": "sqlite"},
+        "sqlite_path": {"type": "path", "default": DEFAULT_SQLITE_PATH},
+        "etcd_endpoints": {"type": "list", "elements": "str", "default": ["http://127.0.0.1:2379"]},
+        "etcd_username": {"type": "str"},
+        "etcd_password": {"type": "str", "no_log": True},
+        "etcd_ca_cert": {"type": "path"},
+        "etcd_prefix": {"type": "str", "default": DEFAULT_ETCD_PREFIX},
+        "etcd_timeout": {"type": "float", "default": 5.0},
+    }
+
+
+def open_backend(params: t.Mapping[str, t.Any]) -> Backend:
+    """Open the backend the options choose."""
+    if params.get("backend", "sqlite") == "etcd":
+        from ansible_collections.openvolume.compute.plugins.module_utils._reservation_etcd import EtcdBackend
+
+        return EtcdBackend(
+            params.get("etcd_endpoints") or ["http://127.0.0.1:2379"],
+            username=params.get("etcd_username"),
+            password=params.get("etcd_password"),
+            ca_cert=params.get("etcd_ca_cert"),
+            prefix=params.get("etcd_prefix") or DEFAULT_ETCD_PREFIX,
+            timeout=float(params.get("etcd_timeout") or 5.0),
+        )
+    from ansible_collections.openvolume.compute.plugins.module_utils._reservation_sqlite import SqliteBackend
+
+    return SqliteBackend(params.get("sqlite_path") or DEFAULT_SQLITE_PATH)
+
+
+def module_argument_spec() -> dict[str, t.Any]:
+    """The argument spec of the volume_reservation module."""
+    per_volume: dict[str, dict[str, t.Any]] = {
+        "volume_id": {"type": "str", "required": True},
+        "state": {"type": "str", "choices": list(STATES), "default": PRESENT},
+        "instance": {"type": "str"},
+        "host": {"type": "str"},
+        "mountpoint": {"type": "str"},
+        "mode": {"type": "str", "choices": list(MODES)},
+        "connection_info": {"type": "dict"},
+        "multiattach": {"type": "bool"},
+    }
+    spec: dict[str, t.Any] = {name: dict(opt) for name, opt in per_volume.items()}
+    spec["volume_id"] = {"type": "str"}
+    spec["volumes"] = {"type": "list", "elements": "dict", "options": per_volume}
+    spec["lease_ttl"] = {"type": "int", "default": DEFAULT_LEASE_TTL}
+    spec.update(backend_argument_spec())
+    return spec
+
+
+MODULE_KWARGS: dict[str, t.Any] = {
+    "mutually_exclusive": [
+        ("volume_id", "volumes"),
+        *[("volumes", opt) for opt in ("instance", "host", "mountpoint", "mode", "connection_info", "multiattach")],
+    ],
+    "required_one_of": [("volume_id", "volumes")],
+    "supports_check_mode": True,
+}
+
+
+def secret_strings(value: t.Any) -> list[str]:
+    """Every string under a secret-looking key in ``value`` (for no_log and masking)."""
+    found: list[str] = []
+    if isinstance(value, t.Mapping):
+        for key, item in value.items():
+            if is_secret_key(key) and isinstance(item, str) and item:
+                found.append(item)
+            else:
+                found.extend(secret_strings(item))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found.extend(secret_strings(item))
+    return found
+
+
+def run(module: t.Any) -> None:
+    """Entry point of the volume_reservation module."""
+    params = module.params
+    secrets = [params.get("etcd_password")] + secret_strings(params.get("connection_info")) + secret_strings(
+        params.get("volumes")
+    )
+    # CHAP secrets inside connection_info are free-form, so the argument spec
+    # cannot mark them no_log: register them here, before anything is
+    # returned, so Ansible scrubs them from the invocation too.
+    module.no_log_values.update(s for s in secrets if s)
+
+    def handle() -> dict[str, t.Any]:
+        batch = params.get("volumes") is not None
+        if batch:
+            entries = params["volumes"]
+            if not entries:
+                raise ReservationError("volumes: give at least one volume, or use volume_id for one")
+            reqs = [
+                Request.from_params(e, lease_ttl=params["lease_ttl"], where=f"volumes[{i}].")
+                for i, e in enumerate(entries)
+            ]
+        else:
+            reqs = [Request.from_params(params, lease_ttl=params["lease_ttl"])]
+        backend = open_backend(params)
+        try:
+            service = Reservations(module, backend)
+            outcomes = service.apply_all(reqs) if batch else [service.apply(reqs[0])]
+        finally:
+            backend.close()
+        result: dict[str, t.Any] = {"changed": any(o.changed for o in outcomes)}
+        if batch:
+            result["volumes"] = [o.to_result() for o in outcomes]
+            result["diff"] = _batch_diff(outcomes)
+        else:
+            one = outcomes[0].to_result()
+            result.update(transition=one["transition"], volume=one["volume"])
+            result["diff"] = {
+                "before": outcomes[0].before.to_result() if outcomes[0].before else {},
+                "after": outcomes[0].after.to_result() if outcomes[0].after else {},
+            }
+        if not module._diff:
+            result.pop("diff")
+        return result
+
+    run_module(module, handle, secrets=secrets)
+
+
+def _batch_diff(outcomes: t.Sequence[Outcome]) -> dict[str, t.Any]:
+    before: dict[str, t.Any] = {}
+    after: dict[str, t.Any] = {}
+    for o in outcomes:
+        if not o.changed:
+            continue
+        vid = o.request.volume_id
+        if vid not in before:
+            before[vid] = o.before.to_result() if o.before else None
+        after[vid] = o.after.to_result() if o.after else None
+    return {"before": before, "after": after}

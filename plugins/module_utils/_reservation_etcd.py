@@ -1,0 +1,345 @@
+# Copyright: openvolume.compute contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The shared reservation backend: etcd v3 through etcd3gw (its JSON gateway).
+
+For teams whose plays run from several controllers. A volume is a directory
+of keys under ``etcd_prefix``::
+
+    volumes/<id>/volume               {"volume_id", "multiattach"}; rewritten by every transition
+    volumes/<id>/attachment/<inst>    a durable attachment: in-use, error_attaching, error_detaching
+    volumes/<id>/lease/<inst>         a transitional state (attaching, detaching), bound to an etcd lease
+
+One range read gets the whole record at one revision. A transition is one
+etcd transaction that compares the ``mod_revision`` of the ``volume`` key and
+of every lease key it read, and writes the ``volume`` key (which bumps its
+revision) with its other changes: of two concurrent writers one wins and the
+other sees the comparison fail, reads again and decides again.
+
+Leases are real: when one runs out etcd deletes the lease key, and the
+durable state below it shows through. A stale ``attaching`` (no durable key)
+is ``available``; a stale ``detaching`` is the ``in-use`` attachment kept
+under it, connection_info and all.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import random
+import re
+import time
+import typing as t
+import urllib.parse
+
+from ansible_collections.openvolume.compute.plugins.module_utils._reservation import (
+    ATTACHING,
+    FALLBACK,
+    Attachment,
+    Backend,
+    BackendError,
+    ReservationError,
+    Volume,
+    same,
+)
+
+try:
+    import etcd3gw
+    from etcd3gw import exceptions as etcd_exc
+
+    HAS_ETCD3GW = True
+    ETCD3GW_IMPORT_ERROR: ImportError | None = None
+except ImportError as _exc:
+    HAS_ETCD3GW = False
+    ETCD3GW_IMPORT_ERROR = _exc
+
+# Compare-and-set retries before giving up; each retry re-reads and re-plans,
+# so only writers that keep changing the same volume can exhaust them.
+MAX_ATTEMPTS = 50
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+def _dumps(value: t.Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class _Endpoint(t.NamedTuple):
+    url: str
+    protocol: str
+    host: str
+    port: int
+
+
+def parse_endpoint(url: str) -> _Endpoint:
+    """Split ``http(s)://host:port`` or raise naming ``etcd_endpoints``."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or 2379
+    except ValueError as exc:
+        raise BackendError(f"etcd_endpoints: {url!r} has a bad port ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise BackendError(
+            f"etcd_endpoints: {url!r} is not an etcd client URL; give http://HOST:PORT or https://HOST:PORT"
+        )
+    return _Endpoint(url, parts.scheme, parts.hostname, port)
+
+
+class EtcdBackend(Backend):
+    """Volume records in etcd v3."""
+
+    name = "etcd"
+
+    def __init__(
+        self,
+        endpoints: t.Sequence[str],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_cert: str | None = None,
+        prefix: str = "/openvolume/",
+        timeout: float = 5.0,
+    ) -> None:
+        if not HAS_ETCD3GW:
+            from ansible.module_utils.basic import missing_required_lib
+
+            raise BackendError(
+                missing_required_lib("etcd3gw") + ". It is needed on the controller (in AWX: in the execution "
+                "environment) for backend=etcd",
+                exception=str(ETCD3GW_IMPORT_ERROR),
+            )
+        if not endpoints:
+            raise BackendError("etcd_endpoints: give at least one URL, e.g. http://127.0.0.1:2379")
+        if (username is None) != (password is None):
+            raise BackendError("etcd_username, etcd_password: give both or neither")
+        if not prefix.startswith("/"):
+            raise BackendError(f"etcd_prefix: {prefix!r} must start with /")
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.endpoints = [parse_endpoint(u) for u in endpoints]
+        self.client = self._connect(username, password, ca_cert, timeout)
+
+    # Connection -----------------------------------------------------------
+
+    def _connect(self, username: str | None, password: str | None, ca_cert: str | None, timeout: float) -> t.Any:
+        errors = []
+        for ep in self.endpoints:
+            client = etcd3gw.Etcd3Client(
+                host=ep.host, port=ep.port, protocol=ep.protocol, ca_cert=ca_cert, timeout=timeout
+            )
+            try:
+                # Discovers the API path (GET /version): proves the endpoint answers.
+                client.get_url("/")
+            except etcd_exc.Etcd3Exception as exc:
+                errors.append(f"{ep.url}: {self._reason(exc)}")
+                continue
+            if username is not None:
+                try:
+                    token = client.post(
+                        client.get_url("/auth/authenticate"), json={"name": username, "password": password}
+                    )["token"]
+                except etcd_exc.Etcd3Exception as exc:
+                    raise BackendError(
+                        f"etcd at {ep.url} refused the login of etcd_username {username!r}: {self._reason(exc)}; "
+                        "nothing was changed. Check etcd_username and etcd_password"
+                    ) from exc
+                client.session.headers["Authorization"] = token
+            return client
+        raise BackendError(
+            f"etcd is unreachable ({'; '.join(errors)}); nothing was changed. Check etcd_endpoints and that etcd "
+            "runs and listens there"
+        )
+
+    @staticmethod
+    def _reason(exc: Exception) -> str:
+        detail = getattr(exc, "detail_text", None) or str(exc) or type(exc).__name__
+        # requests nests the socket error deep in its text; the errno part is what helps.
+        errno = re.search(r"\[Errno -?\d+\][^'\")]*", str(detail))
+        if errno:
+            return errno.group(0).strip()
+        if "timed out" in str(detail).lower():
+            return "timed out"
+        try:
+            body = json.loads(detail)
+        except (TypeError, ValueError):
+            return str(detail).strip()
+        return str(body.get("message") or body.get("error") or detail).strip()
+
+    def _call(self, what: str, func: t.Callable[..., t.Any], *args: t.Any, changed: str = "", **kwargs: t.Any) -> t.Any:
+        try:
+            return func(*args, **kwargs)
+        except etcd_exc.Etcd3Exception as exc:
+            reason = self._reason(exc)
+            hint = " Check etcd_username/etcd_password and the role's permissions on etcd_prefix." if (
+                "permission denied" in reason or "user name is empty" in reason or "invalid auth token" in reason
+            ) else ""
+            raise BackendError(
+                f"etcd at {self.client.base_url} failed to {what}: {reason}; "
+                f"{changed or 'nothing was changed'}.{hint}"
+            ) from exc
+
+    # Layout -----------------------------------------------------------------
+
+    def _dir(self, volume_id: str) -> str:
+        return f"{self.prefix}volumes/{_quote(volume_id)}/"
+
+    def _read(self, volume_id: str) -> tuple[Volume | None, dict[str, tuple[str, int, int]]]:
+        """The record and its raw keys: key -> (value, mod_revision, lease id)."""
+        raw: dict[str, tuple[str, int, int]] = {}
+        for value, meta in self._call(f"read volume {volume_id}", self.client.get_prefix, self._dir(volume_id)):
+            key = meta["key"].decode() if isinstance(meta["key"], bytes) else meta["key"]
+            raw[key] = (value.decode(), int(meta.get("mod_revision", 0)), int(meta.get("lease", 0)))
+        return self._decode(volume_id, raw), raw
+
+    def _decode(self, volume_id: str, raw: dict[str, tuple[str, int, int]]) -> Volume | None:
+        base = self._dir(volume_id)
+        meta = raw.get(base + "volume")
+        if meta is None:
+            return None
+        try:
+            doc = json.loads(meta[0])
+            volume = Volume(volume_id, multiattach=bool(doc.get("multiattach", False)))
+            leases = {}
+            for key, (value, _mod, _lease) in raw.items():
+                rest = key[len(base):]
+                if rest.startswith("attachment/"):
+                    att = Attachment.from_dict(json.loads(value))
+                    volume.attachments[att.instance] = att
+                elif rest.startswith("lease/"):
+                    entry = json.loads(value)
+                    leases[entry["instance"]] = entry
+            for inst, entry in leases.items():
+                if entry["status"] == ATTACHING:
+                    volume.attachments[inst] = Attachment.from_dict(entry)
+                else:
+                    # detaching: the durable in-use attachment stays underneath.
+                    volume.attachments[inst].status = entry["status"]
+                    volume.attachments[inst].expires_at = entry.get("expires_at")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendError(
+                f"etcd record of volume {volume_id} under {base} is not an openvolume record ({exc}); "
+                "nothing was changed. Something else writes under etcd_prefix: give this collection its own prefix"
+            ) from exc
+        return volume
+
+    def _encode(self, volume: Volume) -> dict[str, tuple[str, bool]]:
+        """Keys of a record: key -> (value, bound to a lease)."""
+        base = self._dir(volume.volume_id)
+        keys = {base + "volume": (_dumps({"volume_id": volume.volume_id, "multiattach": volume.multiattach}), False)}
+        for inst, att in volume.attachments.items():
+            if att.status == ATTACHING:
+                keys[f"{base}lease/{_quote(inst)}"] = (_dumps(att.to_dict()), True)
+                continue
+            durable = att.to_dict()
+            if att.status in FALLBACK:
+                durable.update(status=FALLBACK[att.status], expires_at=None)
+                keys[f"{base}lease/{_quote(inst)}"] = (
+                    _dumps({"instance": inst, "status": att.status, "expires_at": att.expires_at}),
+                    True,
+                )
+            keys[f"{base}attachment/{_quote(inst)}"] = (_dumps(durable), False)
+        return keys
+
+    # Backend ----------------------------------------------------------------
+
+    def get(self, volume_id: str) -> Volume | None:
+        return self._read(volume_id)[0]
+
+    def list_volumes(self) -> list[Volume]:
+        root = f"{self.prefix}volumes/"
+        by_volume: dict[str, dict[str, tuple[str, int, int]]] = {}
+        for value, meta in self._call("list volumes", self.client.get_prefix, root):
+            key = meta["key"].decode() if isinstance(meta["key"], bytes) else meta["key"]
+            vid = urllib.parse.unquote(key[len(root):].split("/", 1)[0])
+            by_volume.setdefault(vid, {})[key] = (
+                value.decode(), int(meta.get("mod_revision", 0)), int(meta.get("lease", 0))
+            )
+        volumes = [self._decode(vid, raw) for vid, raw in sorted(by_volume.items())]
+        return [v for v in volumes if v is not None]
+
+    def update(
+        self, volume_id: str, change: t.Callable[[Volume | None], Volume | None]
+    ) -> tuple[Volume | None, Volume | None]:
+        base = self._dir(volume_id)
+        for attempt in range(MAX_ATTEMPTS):
+            before, raw = self._read(volume_id)
+            after = change(before)
+            if same(before, after):
+                return before, after
+            compare = [{"key": _b64(base + "volume"), "result": "EQUAL", "target": "MOD",
+                        "mod_revision": raw.get(base + "volume", ("", 0, 0))[1]}]
+            # A lease that runs out deletes its key without touching the
+            # volume key: compare those keys too.
+            compare += [
+                {"key": _b64(k), "result": "EQUAL", "target": "MOD", "mod_revision": mod}
+                for k, (_value, mod, lease) in raw.items() if lease
+            ]
+            granted: list[int] = []
+            try:
+                ops = self._operations(base, raw, after, granted)
+                result = self._call(
+                    f"write volume {volume_id}", self.client.transaction,
+                    {"compare": compare, "success": ops, "failure": []},
+                    changed="the transition may or may not have been applied: read the record "
+                            "(openvolume.compute.volumes lookup) before retrying",
+                )
+            except BaseException:
+                self._revoke(granted)
+                raise
+            if result.get("succeeded"):
+                # Leases of lease keys this transition removed are done with.
+                kept = {k for k, (_value, lease) in (self._encode(after) if after else {}).items() if lease}
+                self._revoke([lease for k, (_value, _mod, lease) in raw.items() if lease and k not in kept])
+                return before, after
+            self._revoke(granted)
+            # Lost the race: back off a little, read again, decide again.
+            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise ReservationError(
+            f"volume {volume_id} kept changing under this transition ({MAX_ATTEMPTS} attempts); nothing was "
+            "changed, try again"
+        )
+
+    def _operations(
+        self, base: str, raw: dict[str, tuple[str, int, int]], after: Volume | None, granted: list[int]
+    ) -> list[dict[str, t.Any]]:
+        if after is None:
+            return [{"request_delete_range": {"key": _b64(base), "range_end": _b64(_next_prefix(base))}}]
+        wanted = self._encode(after)
+        ops: list[dict[str, t.Any]] = []
+        for key, (value, leased) in wanted.items():
+            old = raw.get(key)
+            # The volume key is always written: that is what serialises writers.
+            if old is not None and old[0] == value and not key.endswith("/volume"):
+                continue
+            put: dict[str, t.Any] = {"key": _b64(key), "value": _b64(value)}
+            if leased:
+                put["lease"] = self._grant(json.loads(value).get("expires_at"), granted)
+            ops.append({"request_put": put})
+        ops += [{"request_delete_range": {"key": _b64(key)}} for key in raw if key not in wanted]
+        return ops
+
+    def _grant(self, expires_at: float | None, granted: list[int]) -> int:
+        ttl = max(2, math.ceil((expires_at or time.time()) - time.time()))
+        lease = self._call("grant a lease", self.client.lease, ttl)
+        granted.append(lease.id)
+        return int(lease.id)
+
+    def _revoke(self, leases: t.Iterable[int]) -> None:
+        for lease_id in leases:
+            # Best effort: an unrevoked lease only runs out on its own.
+            with contextlib.suppress(etcd_exc.Etcd3Exception):
+                self.client.post(self.client.get_url("/kv/lease/revoke"), json={"ID": lease_id})
+
+    def close(self) -> None:
+        self.client.session.close()
+
+
+def _b64(text: str) -> str:
+    # The gateway speaks JSON, so keys and values travel base64-encoded.
+    return base64.b64encode(text.encode()).decode()
+
+
+def _next_prefix(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)

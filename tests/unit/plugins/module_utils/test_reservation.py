@@ -1,0 +1,365 @@
+"""The reservation state machine on both real backends (SQLite file, lab etcd)."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import re
+import time
+import types
+import typing as t
+
+import pytest
+from reservation_lab import BACKENDS, CI, Store, make_store
+
+from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK
+from ansible_collections.openvolume.compute.plugins.module_utils._reservation import (
+    ATTACHING,
+    AVAILABLE,
+    DETACHING,
+    ERROR_ATTACHING,
+    ERROR_DETACHING,
+    IN_USE,
+    TRANSITIONS,
+    IllegalTransition,
+    Request,
+    ReservationError,
+    Reservations,
+    plan,
+    secret_strings,
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Store]:
+    yield from make_store(request, tmp_path)
+
+
+ATTACHMENT_STATES = [AVAILABLE, ATTACHING, IN_USE, DETACHING, ERROR_ATTACHING, ERROR_DETACHING]
+
+# How to bring instance i1's attachment of a fresh volume into each state.
+PATHS: dict[str, list[dict[str, t.Any]]] = {
+    AVAILABLE: [],
+    ATTACHING: [{"state": ATTACHING, "host": "h1"}],
+    IN_USE: [{"state": ATTACHING, "host": "h1"}, {"state": IN_USE, "connection_info": CI}],
+    DETACHING: [{"state": ATTACHING, "host": "h1"}, {"state": IN_USE, "connection_info": CI}, {"state": DETACHING}],
+    ERROR_ATTACHING: [{"state": ATTACHING, "host": "h1"}, {"state": ERROR_ATTACHING}],
+    ERROR_DETACHING: [
+        {"state": ATTACHING, "host": "h1"}, {"state": IN_USE, "connection_info": CI},
+        {"state": DETACHING}, {"state": ERROR_DETACHING},
+    ],
+}
+
+
+def bring(store: Store, volume_id: str, state: str, instance: str = "i1", multiattach: bool = False) -> None:
+    store.apply(volume_id=volume_id, state="present", multiattach=multiattach)
+    for step in PATHS[state]:
+        store.apply(volume_id=volume_id, instance=instance, **step)
+
+
+def attachment_state(store: Store, volume_id: str, instance: str = "i1") -> str:
+    volume = store.get(volume_id)
+    att = volume.attachments.get(instance)
+    return att.status if att else AVAILABLE
+
+
+def request_to(state: str) -> dict[str, t.Any]:
+    params: dict[str, t.Any] = {"state": state, "instance": "i1"}
+    if state == ATTACHING:
+        params["host"] = "h1"
+    return params
+
+
+@pytest.mark.parametrize(("frm", "to"), sorted(TRANSITIONS), ids=str)
+def test_every_legal_transition(store: Store, frm: str, to: str) -> None:
+    bring(store, "vol-legal", frm)
+    params = request_to(to)
+    if (frm, to) == (ATTACHING, IN_USE):
+        params["connection_info"] = CI
+    outcome = store.apply(volume_id="vol-legal", **params)
+    assert outcome.transition == TRANSITIONS[(frm, to)]
+    assert attachment_state(store, "vol-legal") == to
+    if to == IN_USE:
+        # connection_info is there in every in-use record, whatever the path.
+        assert store.get("vol-legal").attachments["i1"].connection_info == CI
+
+
+ILLEGAL = [(a, b) for a, b in itertools.permutations(ATTACHMENT_STATES, 2) if (a, b) not in TRANSITIONS]
+
+
+@pytest.mark.parametrize(("frm", "to"), ILLEGAL, ids=str)
+def test_every_illegal_transition(store: Store, frm: str, to: str) -> None:
+    bring(store, "vol-illegal", frm)
+    before = store.get("vol-illegal").to_dict()
+    params = request_to(to)
+    if to == IN_USE:
+        params["connection_info"] = CI
+    with pytest.raises(IllegalTransition) as err:
+        store.apply(volume_id="vol-illegal", **params)
+    holder = "has no attachment for i1" if frm == AVAILABLE else f"is {frm} by i1 on h1"
+    assert f"volume vol-illegal {holder}" in err.value.msg
+    assert f"cannot go to {to}" in err.value.msg
+    assert store.get("vol-illegal").to_dict() == before
+
+
+def test_table_leaves_no_dead_end() -> None:
+    # Seed 004: every state must have a way back to available.
+    for state in ATTACHMENT_STATES[1:]:
+        seen, todo = {state}, [state]
+        while todo:
+            current = todo.pop()
+            for a, b in TRANSITIONS:
+                if a == current and b not in seen:
+                    seen.add(b)
+                    todo.append(b)
+        assert AVAILABLE in seen, state
+
+
+@pytest.mark.parametrize("state", ATTACHMENT_STATES)
+def test_rerun_is_unchanged(store: Store, state: str) -> None:
+    bring(store, "vol-rerun", state)
+    before = store.get("vol-rerun").to_dict()
+    params = request_to(state)
+    outcome = store.apply(volume_id="vol-rerun", **params)
+    assert outcome.transition is None and not outcome.changed
+    assert store.get("vol-rerun").to_dict() == before
+
+
+def test_present_and_absent_rerun(store: Store) -> None:
+    assert store.apply(volume_id="vol-x", state="present").transition == "create"
+    assert store.apply(volume_id="vol-x", state="present").transition is None
+    assert store.apply(volume_id="vol-x", state="available").transition is None
+    assert store.apply(volume_id="vol-x", state="absent").transition == "remove"
+    assert store.apply(volume_id="vol-x", state="absent").transition is None
+    assert store.get("vol-x") is None
+
+
+def test_absent_refused_while_attached(store: Store) -> None:
+    bring(store, "vol-abs", IN_USE)
+    with pytest.raises(IllegalTransition, match="volume vol-abs is in-use by i1 on h1; detach every attachment"):
+        store.apply(volume_id="vol-abs", state="absent")
+    assert attachment_state(store, "vol-abs") == IN_USE
+
+
+def test_unregistered_volume_is_refused(store: Store) -> None:
+    with pytest.raises(IllegalTransition, match="volume vol-new is not registered.*state=present"):
+        store.apply(volume_id="vol-new", state=ATTACHING, instance="i1", host="h1")
+    assert store.get("vol-new") is None
+
+
+def test_non_multiattach_has_one_attachment(store: Store) -> None:
+    bring(store, "vol-single", IN_USE)
+    with pytest.raises(IllegalTransition) as err:
+        store.apply(volume_id="vol-single", state=ATTACHING, instance="i2", host="h2")
+    assert err.value.msg == (
+        "volume vol-single is in-use by i1 on h1; it is not multiattach, so it cannot be reserved for i2 on h2"
+    )
+    assert set(store.get("vol-single").attachments) == {"i1"}
+
+
+def test_multiattach_rules(store: Store) -> None:
+    bring(store, "vol-multi", IN_USE, multiattach=True)
+    # Another instance may reserve while in-use ...
+    assert store.apply(volume_id="vol-multi", state=ATTACHING, instance="i2", host="h2").transition == "reserve"
+    assert store.get("vol-multi").status == ATTACHING
+    store.apply(volume_id="vol-multi", state=IN_USE, instance="i2", connection_info=CI)
+    assert store.get("vol-multi").status == IN_USE
+    assert set(store.get("vol-multi").attachments) == {"i1", "i2"}
+    # ... but never twice for the same instance.
+    with pytest.raises(IllegalTransition, match="vol-multi is in-use by i1 on h1; it cannot go to attaching.*twice"):
+        store.apply(volume_id="vol-multi", state=ATTACHING, instance="i1", host="h1")
+    # multiattach cannot change while attached.
+    with pytest.raises(IllegalTransition, match="multiattach can only change while it has no attachment"):
+        store.apply(volume_id="vol-multi", state="present", multiattach=False)
+    # Detaching one keeps the other.
+    store.apply(volume_id="vol-multi", state=DETACHING, instance="i1")
+    store.apply(volume_id="vol-multi", state=AVAILABLE, instance="i1")
+    assert set(store.get("vol-multi").attachments) == {"i2"}
+
+
+def test_multiattach_set_at_creation_and_changed_when_free(store: Store) -> None:
+    store.apply(volume_id="vol-m", state="available", multiattach=True)
+    assert store.get("vol-m").multiattach is True
+    assert store.apply(volume_id="vol-m", state="present", multiattach=True).transition is None
+    assert store.apply(volume_id="vol-m", state="present", multiattach=False).transition == "update"
+    assert store.get("vol-m").multiattach is False
+
+
+def test_in_use_requires_connection_info(store: Store) -> None:
+    bring(store, "vol-ci", ATTACHING)
+    with pytest.raises(IllegalTransition, match="connection_info is required for state=in-use"):
+        store.apply(volume_id="vol-ci", state=IN_USE, instance="i1")
+    assert attachment_state(store, "vol-ci") == ATTACHING
+    store.apply(volume_id="vol-ci", state=IN_USE, instance="i1", connection_info=CI, mountpoint="/dev/vdb")
+    # State and connection_info were written together: read back through a new connection.
+    att = store.get("vol-ci").attachments["i1"]
+    assert (att.status, att.connection_info, att.mountpoint, att.expires_at) == (IN_USE, CI, "/dev/vdb", None)
+
+
+def test_connection_info_update_while_in_use(store: Store) -> None:
+    bring(store, "vol-upd", IN_USE)
+    rotated = {"driver_volume_type": "iscsi", "data": dict(CI["data"], auth_password="rotated-secret-1")}
+    assert store.apply(volume_id="vol-upd", state=IN_USE, instance="i1", connection_info=rotated).transition == "update"
+    assert store.get("vol-upd").attachments["i1"].connection_info == rotated
+    assert store.apply(volume_id="vol-upd", state=IN_USE, instance="i1", connection_info=rotated).transition is None
+
+
+def test_wrong_host_is_refused(store: Store) -> None:
+    bring(store, "vol-host", ATTACHING)
+    with pytest.raises(IllegalTransition, match="volume vol-host is attaching by i1 on h1, not on h9"):
+        store.apply(volume_id="vol-host", state=ATTACHING, instance="i1", host="h9")
+
+
+def test_check_mode_changes_nothing(store: Store) -> None:
+    store.apply(volume_id="vol-check", state="present")
+    outcome = store.apply(check_mode=True, volume_id="vol-check", state=ATTACHING, instance="i1", host="h1")
+    assert outcome.changed and outcome.transition == "reserve"
+    assert outcome.after.attachments["i1"].status == ATTACHING
+    assert store.get("vol-check").attachments == {}
+    with pytest.raises(IllegalTransition):
+        store.apply(check_mode=True, volume_id="vol-check", state=IN_USE, instance="i1", connection_info=CI)
+
+
+def test_secrets_masked_in_results_not_in_store(store: Store) -> None:
+    bring(store, "vol-mask", IN_USE)
+    outcome = store.apply(volume_id="vol-mask", state=DETACHING, instance="i1")
+    shown = outcome.to_result()["volume"]["attachments"][0]["connection_info"]["data"]
+    assert shown["auth_password"] == MASK
+    assert shown["auth_username"] == "ovlab-initiator"
+    assert "chap-secret-0123" not in repr(outcome.to_result())
+    # Stored in clear: the detach needs the record as it was given.
+    assert store.get("vol-mask").attachments["i1"].connection_info == CI
+
+
+def test_secret_strings_finds_nested_secrets() -> None:
+    ci = {"data": {"auth_password": "a", "auth_password_in": "b", "cephx_key": "c", "auth_username": "u"}}
+    assert sorted(secret_strings([{"connection_info": ci}])) == ["a", "b", "c"]
+
+
+def test_batch_rolls_back_on_failure(store: Store) -> None:
+    for vid in ("b1", "b2", "b3"):
+        store.apply(volume_id=vid, state="present")
+    bring(store, "b3", IN_USE, instance="other")
+    reqs = [Request.from_params({"volume_id": v, "state": ATTACHING, "instance": "i1", "host": "h1"}, lease_ttl=600)
+            for v in ("b1", "b2", "b3")]
+    service = store.service()
+    with pytest.raises(IllegalTransition) as err:
+        service.apply_all(reqs)
+    assert err.value.msg.startswith("volumes[2] (volume b3): volume b3 is in-use by other on h1")
+    assert "rolled back what this call had done to b2, b1" in err.value.msg
+    assert store.get("b1").attachments == {} and store.get("b2").attachments == {}
+
+
+def test_batch_check_mode_predicts_in_order(store: Store) -> None:
+    store.apply(volume_id="bc", state="present", multiattach=True)
+    reqs = [
+        Request.from_params({"volume_id": "bc", "state": ATTACHING, "instance": "i1", "host": "h1"}, lease_ttl=600),
+        Request.from_params({"volume_id": "bc", "state": IN_USE, "instance": "i1", "connection_info": CI},
+                            lease_ttl=600),
+    ]
+    outcomes = store.service(check_mode=True).apply_all(reqs)
+    assert [o.transition for o in outcomes] == ["reserve", "attach"]
+    assert store.get("bc").attachments == {}
+
+
+def _reserve_worker(params: dict[str, t.Any], index: int, barrier: t.Any, results: t.Any) -> None:
+    service = Reservations(types.SimpleNamespace(check_mode=False), Store(params).open())
+    req = Request.from_params(
+        {"volume_id": "vol-race", "state": ATTACHING, "instance": f"inst-{index}", "host": f"host-{index}"},
+        lease_ttl=600,
+    )
+    barrier.wait()
+    try:
+        outcome = service.apply(req)
+        results.put((index, "won", outcome.transition))
+    except ReservationError as exc:
+        results.put((index, "lost", exc.msg))
+    except Exception as exc:  # a bug: report it instead of leaving the parent waiting
+        results.put((index, "crashed", repr(exc)))
+
+
+def test_race_twenty_processes_one_wins(store: Store) -> None:
+    store.apply(volume_id="vol-race", state="present")
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(20)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_reserve_worker, args=(store.params, i, barrier, results)) for i in range(20)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _proc in procs]
+    for p in procs:
+        p.join(timeout=30)
+    winners = [o for o in outcomes if o[1] == "won"]
+    losers = [o for o in outcomes if o[1] == "lost"]
+    assert len(winners) == 1, outcomes
+    assert len(losers) == 19, outcomes
+    w = winners[0][0]
+    for _index, _result, msg in losers:
+        assert re.match(
+            rf"volume vol-race is attaching by inst-{w} on host-{w}; it is not multiattach, so it cannot be reserved",
+            msg,
+        ), msg
+    volume = store.get("vol-race")
+    assert list(volume.attachments) == [f"inst-{w}"]
+
+
+def test_stale_attaching_and_detaching_expire(store: Store) -> None:
+    store.apply(volume_id="vol-lease", state="present", multiattach=True)
+    store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed-attach", host="h1", lease_ttl=2)
+    store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed-detach", host="h1")
+    store.apply(volume_id="vol-lease", state=IN_USE, instance="crashed-detach", connection_info=CI)
+    store.apply(volume_id="vol-lease", state=DETACHING, instance="crashed-detach", lease_ttl=2)
+    volume = store.get("vol-lease")
+    assert {a: v.status for a, v in volume.attachments.items()} == {
+        "crashed-attach": ATTACHING, "crashed-detach": DETACHING,
+    }
+    assert all(v.expires_at is not None for v in volume.attachments.values())
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        volume = store.get("vol-lease")
+        if "crashed-attach" not in volume.attachments and volume.attachments["crashed-detach"].status == IN_USE:
+            break
+        time.sleep(0.2)
+    # A stale attaching is available again, a stale detaching in-use again with what a detach needs.
+    assert list(volume.attachments) == ["crashed-detach"]
+    att = volume.attachments["crashed-detach"]
+    assert (att.status, att.connection_info, att.expires_at) == (IN_USE, CI, None)
+    # And the volume is usable: a new reservation by the crashed instance works.
+    assert store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed-attach", host="h1").changed
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"volume_id": "", "state": "present"}, "volume_id: give the volume's id"),
+        ({"volume_id": "v", "state": ATTACHING, "host": "h"}, "instance: required with state=attaching"),
+        ({"volume_id": "v", "state": ATTACHING, "instance": "i"}, "host: required with state=attaching"),
+        ({"volume_id": "v", "state": "absent", "instance": "i"}, "instance: state=absent is about the whole volume"),
+        ({"volume_id": "v", "state": IN_USE, "instance": "i", "connection_info": {"data": {}}},
+         "connection_info: give a dict with driver_volume_type"),
+        ({"volume_id": "v", "state": ATTACHING, "instance": "i", "host": "h", "connection_info": CI},
+         "connection_info: only stored with state=in-use"),
+        ({"volume_id": "v", "state": ATTACHING, "instance": "i", "host": "h", "multiattach": True},
+         "multiattach: set when the record is created"),
+        ({"volume_id": "v", "state": "present", "mode": "rx"}, "mode: 'rx' is not one of rw, ro"),
+    ],
+)
+def test_bad_input_names_the_parameter(params: dict[str, t.Any], match: str) -> None:
+    with pytest.raises(ReservationError, match=re.escape(match)):
+        Request.from_params(params, lease_ttl=600)
+
+
+def test_bad_input_in_batch_names_the_entry() -> None:
+    with pytest.raises(ReservationError, match=re.escape("volumes[3].host: required with state=attaching")):
+        Request.from_params({"volume_id": "v", "state": ATTACHING, "instance": "i"}, lease_ttl=600, where="volumes[3].")
+
+
+def test_lease_ttl_too_short() -> None:
+    with pytest.raises(ReservationError, match="lease_ttl: 1 is too short"):
+        Request.from_params({"volume_id": "v"}, lease_ttl=1)
+
+
+def test_plan_is_pure() -> None:
+    req = Request.from_params({"volume_id": "v", "state": "present"}, lease_ttl=600)
+    after, name = plan(None, req, 0.0)
+    assert name == "create" and after is not None and after.status == AVAILABLE
