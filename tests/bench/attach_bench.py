@@ -1,0 +1,67 @@
+"""Attach + detach of 20 volumes on 5 domains: the playbooks against a plain script.
+
+Both do the same work on the lab (qemu mode: a libvirt secret and a QEMU
+iSCSI network disk per volume, a reservation record per attachment), in
+turn, several rounds; medians are compared. The last line reads
+``bench: playbook Xs, script Ys, ratio R``. A measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROUNDS = int(os.environ.get("OV_BENCH_ROUNDS", "3"))
+DOMAINS = [f"ovt-b-{i}" for i in range(1, 6)]
+VOLUMES = [f"vol-{i:02d}" for i in range(1, 21)]
+
+
+def run(cmd: list[str], **kw: object) -> None:
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.monotonic()
+    run(cmd, env=env)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    tmp = tempfile.mkdtemp(prefix="ov-bench-")
+    attachments = [{"volume": v, "instance": DOMAINS[i % len(DOMAINS)]} for i, v in enumerate(VOLUMES)]
+    db = os.path.join(tmp, "reservations.db")
+    vars_file = os.path.join(tmp, "vars.json")
+    with open(vars_file, "w") as f:
+        json.dump({"openvolume_attachments": attachments,
+                   "openvolume_reservation": {"backend": "sqlite", "sqlite_path": db}}, f)
+    for dom in DOMAINS:
+        run(["tests/lab/domain.sh", "create", dom])
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "build", "collections"))
+    play = ["ansible-playbook", "-i", "inventories/lab/hosts.yml", "-e", f"@{vars_file}"]
+    script_db = os.path.join(tmp, "script.db")
+    playbook, script = [], []
+    try:
+        for r in range(ROUNDS):
+            p = timed([*play, "playbooks/attach.yml"], env) + timed([*play, "playbooks/detach.yml"], env)
+            s = timed(["tests/bench/baseline.sh", "attach", vars_file, script_db]) + timed(
+                ["tests/bench/baseline.sh", "detach", vars_file, script_db])
+            playbook.append(p)
+            script.append(s)
+            print(f"round {r + 1}: playbook {p:.1f}s, script {s:.1f}s", flush=True)
+    finally:
+        for dom in DOMAINS:
+            run(["tests/lab/domain.sh", "remove", dom])
+    p, s = statistics.median(playbook), statistics.median(script)
+    print(f"20 volumes on 5 domains, attach + detach, {ROUNDS} rounds in turn (medians)")
+    print(f"bench: playbook {p:.1f}s, script {s:.1f}s, ratio {p / s:.2f}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
