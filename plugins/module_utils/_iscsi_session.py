@@ -116,7 +116,10 @@ class IscsiSession:
         existing = {s.portal for s in self._sessions(req) if s.portal is not None}
         wanted = req.portals if req.multipath else ([p for p in req.portals if p in existing] or req.portals)[:1]
         to_login = [p for p in wanted if p not in existing]
-        self._require_records(req, to_login)
+        if not self.module.check_mode:
+            # In check mode the record may be one an earlier task would have
+            # created (the volume_attach role does): report the login only.
+            self._require_records(req, to_login)
         logged_in: list[Portal] = []
         result: dict[str, t.Any] = {
             "changed": bool(to_login),

@@ -26,6 +26,10 @@ packages=(
   python3 python3-apt
   open-iscsi multipath-tools sg3-utils
   procps less
+  # libvirt + QEMU inside the guest, for host mode (block disks hot-plugged
+  # into the guest's own paused TCG domains), and the modules' python side.
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+  python3-libvirt python3-lxml
 )
 
 recipe_hash() {
@@ -121,6 +125,31 @@ chroot "$rootfs" update-initramfs -u -k all > "$work/initramfs.log" 2>&1 \
   || { cat "$work/initramfs.log" >&2; exit 1; }
 umount "$rootfs/proc"
 chroot "$rootfs" systemctl mask -q e2scrub_reap.service
+
+# libvirtd without libvirt-daemon-system (whose dependencies bring firewall
+# and polkit): the user it insists on, its directories, and two units under
+# the standard names, started on demand (not at boot: boot time counts).
+chroot "$rootfs" groupadd --system kvm 2>/dev/null || true
+chroot "$rootfs" groupadd --system libvirt-qemu
+chroot "$rootfs" useradd --system --no-create-home --home-dir /var/lib/libvirt \
+  --shell /usr/sbin/nologin --gid libvirt-qemu --groups kvm libvirt-qemu
+install -d "$rootfs/var/log/libvirt/qemu" "$rootfs/var/lib/libvirt/qemu" "$rootfs/var/cache/libvirt"
+cat > "$rootfs/etc/systemd/system/virtlogd.service" <<'EOF'
+[Unit]
+Description=libvirt's log daemon (openvolume VM lab)
+[Service]
+ExecStart=/usr/sbin/virtlogd
+EOF
+cat > "$rootfs/etc/systemd/system/libvirtd.service" <<'EOF'
+[Unit]
+Description=libvirt daemon (openvolume VM lab)
+Requires=virtlogd.service
+After=virtlogd.service iscsid.service multipathd.service
+[Service]
+Type=notify
+ExecStart=/usr/sbin/libvirtd
+KillMode=process
+EOF
 
 # No multipath.conf: the iscsi_initiator role (or the test playbooks) write it.
 rm -f "$rootfs/etc/multipath.conf"

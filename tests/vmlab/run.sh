@@ -6,6 +6,8 @@
 # qemu-system-x86_64 cannot run here.
 # Env: VMLAB_KEEP=1 leaves the guests up; VMLAB_PLAYBOOKS="10_smoke.yml ..."
 # runs only those; VMLAB_HOSTS=vm1 runs the guest plays on those guests only.
+# Then the molecule scenario compute_vms (the roles in host mode) on the same
+# guests; VMLAB_MOLECULE=0 leaves it out.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -70,7 +72,18 @@ for play in "$here"/playbooks/*.yml; do
   fi
   echo "test-vm: === $name"
   t=$(date +%s)
-  ansible-playbook -i "$inventory" ${VMLAB_HOSTS:+-e "vmlab_hosts=$VMLAB_HOSTS"} "$play"
+  ansible-playbook -i "$inventory" -i "$here/inventory" ${VMLAB_HOSTS:+-e "vmlab_hosts=$VMLAB_HOSTS"} "$play"
   echo "test-vm: $name passed in $(($(date +%s) - t)) s"
 done
 echo "test-vm: all playbooks passed"
+
+if [ "${VMLAB_MOLECULE:-1}" = 0 ]; then
+  echo "test-vm: SKIP molecule scenario compute_vms (VMLAB_MOLECULE=0)"
+elif [ -n "${VMLAB_HOSTS:-}" ]; then
+  echo "test-vm: SKIP molecule scenario compute_vms: it needs both guests (VMLAB_HOSTS=$VMLAB_HOSTS)"
+else
+  echo "test-vm: === molecule scenario compute_vms"
+  t=$(date +%s)
+  (cd "$repo" && molecule test -s compute_vms)
+  echo "test-vm: molecule compute_vms passed in $(($(date +%s) - t)) s"
+fi
