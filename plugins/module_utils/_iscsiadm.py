@@ -298,10 +298,14 @@ def _relevant_stderr(stderr: str) -> str:
     return "\n".join(lines).strip()
 
 
-def explain(rc: int) -> str:
-    """Say in words what an iscsiadm exit code means and what to do."""
+def explain(rc: int, *, auth_param: str = "auth") -> str:
+    """Say in words what an iscsiadm exit code means and what to do.
+
+    ``auth_param`` names the option holding the CHAP account the failure
+    is about (``discovery_auth`` for a discovery).
+    """
     symbol, meaning, hint = EXIT_CODES.get(rc, ("unknown", "unknown exit code", "read iscsiadm's message"))
-    return f"iscsiadm exit {rc} ({symbol}): {meaning}; {hint}"
+    return f"iscsiadm exit {rc} ({symbol}): {meaning}; {hint.replace('(auth)', f'({auth_param})')}"
 
 
 class Iscsiadm:
@@ -318,6 +322,7 @@ class Iscsiadm:
         ok: t.Container[int] = (0,),
         secrets: t.Iterable[str] = (),
         action: str = "",
+        auth_param: str = "auth",
     ) -> CommandResult:
         """Run ``iscsiadm ARGS``; raise :class:`IscsiadmError` unless the exit code is in ``ok``."""
         cmd = [self.binary, *args]
@@ -325,7 +330,7 @@ class Iscsiadm:
         if rc not in ok:
             secrets = list(secrets)
             what = f"{action} failed: " if action else ""
-            message = f"{what}{explain(rc)}"
+            message = f"{what}{explain(rc, auth_param=auth_param)}"
             detail = _relevant_stderr(err)
             if detail:
                 message += f". iscsiadm said: {detail}"
@@ -413,7 +418,8 @@ class Iscsiadm:
         if not persist:
             args += ["-o", "nonpersistent"]
         action = f"SendTargets discovery at {portal}"
-        result = self.run(args=args, ok=(0, RC_NO_OBJECTS), secrets=secrets, action=action)
+        result = self.run(args=args, ok=(0, RC_NO_OBJECTS), secrets=secrets, action=action,
+                          auth_param="discovery_auth")
         if "Could not load transport" in result.stderr:
             # iscsiadm drops an iface whose transport module cannot be loaded
             # and then reports "no records" (21): say what really happened.

@@ -170,3 +170,8 @@ def test_relevant_stderr_drops_systemd_noise() -> None:
     assert _relevant_stderr(err) == (
         "iscsiadm: can not connect to iSCSI daemon (111)!\niscsiadm: Cannot modify node.bogus.key. Invalid param name."
     )
+
+
+def test_auth_failure_names_the_option_that_holds_the_account() -> None:
+    assert "(auth)" in explain(24)
+    assert "(discovery_auth)" in explain(24, auth_param="discovery_auth")
