@@ -31,6 +31,7 @@ author:
   - openvolume.compute developers (@openvolume)
 extends_documentation_fragment:
   - openvolume.compute.attributes
+  - openvolume.compute.libvirt
 attributes:
   check_mode:
     support: full
@@ -39,14 +40,7 @@ attributes:
     details:
       - The diff shows the disk's XML before and after, in the live domain and in the persistent config, each
         under a comment naming it (C(<!-- live -->), C(<!-- persistent config -->)).
-requirements:
-  - libvirt-python
-  - lxml
 options:
-  uri:
-    description: The libvirt connection URI.
-    type: str
-    default: qemu:///system
   domain:
     description: The domain, by name or UUID. Required unless O(disks) is given.
     type: str

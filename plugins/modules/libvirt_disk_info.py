@@ -16,19 +16,13 @@ author:
   - openvolume.compute developers (@openvolume)
 extends_documentation_fragment:
   - openvolume.compute.attributes
+  - openvolume.compute.libvirt
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
-requirements:
-  - libvirt-python
-  - lxml
 options:
-  uri:
-    description: The libvirt connection URI.
-    type: str
-    default: qemu:///system
   domains:
     description: The domains, by name or UUID.
     type: list

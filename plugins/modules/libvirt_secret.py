@@ -22,19 +22,13 @@ author:
   - openvolume.compute developers (@openvolume)
 extends_documentation_fragment:
   - openvolume.compute.attributes
+  - openvolume.compute.libvirt
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
-requirements:
-  - libvirt-python
-  - lxml
 options:
-  uri:
-    description: The libvirt connection URI.
-    type: str
-    default: qemu:///system
   usage_type:
     description: What the secret is for.
     type: str
