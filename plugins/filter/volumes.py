@@ -368,6 +368,19 @@ def detach_plan(
     return plan
 
 
+def failure_message(result: t.Any) -> str:
+    """The message of a failed task result, for the roles' rescue.
+
+    A failed loop says only "One or more items failed": the failed items'
+    own messages are what the user needs.
+    """
+    if not isinstance(result, t.Mapping):
+        return str(result)
+    items = [r for r in result.get("results") or [] if isinstance(r, t.Mapping) and r.get("failed")]
+    messages = [str(r["msg"]) for r in items if r.get("msg")]
+    return "; ".join(messages) or str(result.get("msg", result))
+
+
 def _table(header: list[str], rows: t.Sequence[t.Sequence[t.Any]]) -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -416,4 +429,5 @@ class FilterModule:
             "absent_secret_entries": absent_secret_entries,
             "undo_secret_specs": undo_secret_specs,
             "detach_plan": detach_plan,
+            "failure_message": failure_message,
         }

@@ -157,3 +157,22 @@ def test_undo_disk_specs_only_what_changed() -> None:
                         {"domain": "d1", "serial": "b", "changed": False}]}
     assert undo_disk_specs(result) == [{"domain": "d1", "serial": "a", "state": "absent"}]
     assert undo_disk_specs(None) == []
+
+
+def test_failure_message_of_a_failed_loop_is_the_failed_items_messages() -> None:
+    from ansible_collections.openvolume.compute.plugins.filter.volumes import failure_message
+
+    loop = {"failed": True, "msg": "One or more items failed", "results": [
+        {"failed": False, "msg": "fine"},
+        {"failed": True, "msg": "login to iqn.x at p failed: iscsiadm exit 24"},
+        {"skipped": True},
+        {"failed": True, "msg": "second"},
+    ]}
+    assert failure_message(loop) == "login to iqn.x at p failed: iscsiadm exit 24; second"
+
+
+def test_failure_message_of_a_plain_task_is_its_msg() -> None:
+    from ansible_collections.openvolume.compute.plugins.filter.volumes import failure_message
+
+    assert failure_message({"failed": True, "msg": "no domain named 'x'"}) == "no domain named 'x'"
+    assert failure_message({"failed": True, "results": [{"failed": True}]}).startswith("{")
