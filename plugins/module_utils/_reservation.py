@@ -14,10 +14,21 @@ States of one attachment (volume, instance)::
                      |                     |
                 error_attaching      error_detaching
 
-``available`` means "no attachment for this instance". The transitional
-states ``attaching`` and ``detaching`` carry a lease: when it runs out they
-fall back to the state before them (``FALLBACK``), so a run that died cannot
-leave a volume stuck, which is what happened in seed 004.
+``available`` means "no attachment for this instance".
+
+Owners and leases. The transitional states ``attaching`` and ``detaching``
+belong to the run that set them (its ``owner`` token: by default the
+ansible-playbook process on this controller) and carry a lease that a
+background keeper renews while that run lives. Another run for the same
+attachment is refused while the owner is alive. When the lease runs out (or
+the owner is provably dead), the attachment is *lapsed*: it is NOT freed,
+because the run may have died after the disk was hot-plugged (a freed volume
+would then get a second writer). A lapsed attachment still counts as a
+holder of the volume; the run that establishes its truth on the recorded
+host takes it over (same instance) and completes or releases it. That is
+the lesson of seed 004 one step further: every transition leaves enough
+recorded state (``connection_info`` is stored from the reservation on) for
+whoever comes next, and no state is a dead end.
 """
 
 from __future__ import annotations
@@ -32,8 +43,14 @@ from ansible_collections.openvolume.compute.plugins.module_utils._common import 
     OpenVolumeError,
     is_secret_key,
     mask_secrets,
-    run_module,
     skip_if_check_mode,
+)
+from ansible_collections.openvolume.compute.plugins.module_utils._reservation_lease import (
+    Owner,
+    keeper_lock_path,
+    owner_alive,
+    start_keeper,
+    when,
 )
 
 AVAILABLE = "available"
@@ -63,20 +80,22 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (DETACHING, AVAILABLE): "detach",
     (DETACHING, IN_USE): "roll_detaching",
     (DETACHING, ERROR_DETACHING): "detach_failed",
-    # An operator's repair after a rollback that failed: no error state is a
-    # dead end.
+    # Repairs after a rollback that failed (by an operator, a re-run or
+    # reconcile, which establish the truth on the host first): no error
+    # state is a dead end.
     (ERROR_ATTACHING, AVAILABLE): "reset_attaching",
+    (ERROR_ATTACHING, ATTACHING): "retry_attaching",
     (ERROR_DETACHING, IN_USE): "reset_detaching",
     (ERROR_DETACHING, DETACHING): "retry_detaching",
     (ERROR_DETACHING, AVAILABLE): "force_detach",
 }
 
-# Where a transitional state goes when its lease runs out.
-FALLBACK = {ATTACHING: AVAILABLE, DETACHING: IN_USE}
+# The transitional states: owned by one run, under a lease.
+TRANSITIONAL = (ATTACHING, DETACHING)
 
 # What to do instead, for the illegal transitions people will try.
 _HINTS = {
-    (AVAILABLE, IN_USE): "reserve it first with state=attaching (connection_info is stored with state=in-use)",
+    (AVAILABLE, IN_USE): "reserve it first with state=attaching",
     (AVAILABLE, DETACHING): "there is nothing to detach",
     (IN_USE, AVAILABLE): "begin with state=detaching, detach the disk, then state=available",
     (IN_USE, ATTACHING): "it is attached to this instance already; a volume is never attached twice to one instance",
@@ -107,16 +126,45 @@ class Attachment:
     mountpoint: str | None = None
     mode: str = "rw"
     connection_info: dict[str, t.Any] | None = None
-    # Seconds since the epoch at which a transitional state falls back.
+    # Seconds since the epoch at which a transitional state's lease ends.
     expires_at: float | None = None
+    # The run holding a transitional state (Owner.to_dict()).
+    owner: dict[str, t.Any] | None = None
+    # Derived when read, never stored: the transitional state's owner is
+    # gone (lease lapsed, or its process is provably dead).
+    lapsed: bool = False
 
     def to_dict(self) -> dict[str, t.Any]:
         return dataclasses.asdict(self)
 
+    def stored(self) -> dict[str, t.Any]:
+        """What a backend stores (without the derived ``lapsed``)."""
+        out = self.to_dict()
+        out.pop("lapsed")
+        return out
+
     @classmethod
     def from_dict(cls, data: t.Mapping[str, t.Any]) -> Attachment:
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"lapsed"}
         return cls(**{k: v for k, v in data.items() if k in fields})
+
+    @property
+    def transitional(self) -> bool:
+        return self.status in TRANSITIONAL
+
+    def describe(self) -> str:
+        """``attaching by vm1 on host1`` plus who holds it and its lease, for messages."""
+        text = f"{self.status} by {self.instance} on {self.host}"
+        if not self.transitional:
+            return text
+        owner = Owner.from_dict(self.owner)
+        who = owner.label() if owner else "an unknown run"
+        if self.lapsed:
+            return (f"{text} (lapsed: {who} is gone, its lease ended {when(self.expires_at)}; its state must be "
+                    f"established on {self.host} first: run playbooks/reconcile.yml for {self.host}, or attach or "
+                    f"detach {self.instance} again there)")
+        since = f" since {when(owner.since)}" if owner and owner.since else ""
+        return f"{text} (held by {who}{since}, lease ends {when(self.expires_at)})"
 
 
 @dataclasses.dataclass
@@ -145,12 +193,9 @@ class Volume:
 
     def holders(self, exclude: str | None = None) -> str:
         """Text naming the attachments: ``in-use by vm1 on host1, ...``."""
-        parts = [
-            f"{a.status} by {a.instance} on {a.host}"
-            for a in sorted(self.attachments.values(), key=lambda a: a.instance)
-            if a.instance != exclude
-        ]
-        return ", ".join(parts)
+        return ", ".join(
+            a.describe() for a in sorted(self.attachments.values(), key=lambda a: a.instance) if a.instance != exclude
+        )
 
     def to_dict(self) -> dict[str, t.Any]:
         """The record as stored (secrets in clear): status, attachments sorted by instance."""
@@ -185,30 +230,21 @@ def same(a: Volume | None, b: Volume | None) -> bool:
     return a.to_dict() == b.to_dict()
 
 
-def expire(volume: Volume | None, now: float) -> Volume | None:
-    """Return ``volume`` with every lapsed lease applied.
+def mark_lapsed(
+    volume: Volume | None, now: float, alive: t.Callable[[t.Mapping[str, t.Any] | None], bool | None] = owner_alive
+) -> Volume | None:
+    """Set ``lapsed`` on the transitional attachments whose owner is gone.
 
-    A stale ``attaching`` is no attachment again, a stale ``detaching`` is
-    ``in-use`` again (its connection_info is still there for the next detach).
-    The etcd backend has real leases and does not need this; the sqlite
-    backend applies it on every read and transition.
+    Gone means: the lease ended, or the owner's process is provably dead
+    (same controller). Nothing is freed here: a lapsed attachment still
+    holds the volume until its truth is established on its host.
     """
     if volume is None:
         return None
-    lapsed = [
-        a for a in volume.attachments.values()
-        if a.status in FALLBACK and a.expires_at is not None and a.expires_at <= now
-    ]
-    if not lapsed:
-        return volume
-    volume = volume.copy()
-    for att in lapsed:
-        if FALLBACK[att.status] == AVAILABLE:
-            del volume.attachments[att.instance]
-        else:
-            current = volume.attachments[att.instance]
-            current.status = FALLBACK[att.status]
-            current.expires_at = None
+    for att in volume.attachments.values():
+        att.lapsed = att.transitional and (
+            (att.expires_at is not None and att.expires_at <= now) or alive(att.owner) is False
+        )
     return volume
 
 
@@ -225,9 +261,12 @@ class Request:
     connection_info: dict[str, t.Any] | None = None
     multiattach: bool | None = None
     lease_ttl: int = DEFAULT_LEASE_TTL
+    owner: Owner | None = None
 
     @classmethod
-    def from_params(cls, params: t.Mapping[str, t.Any], *, lease_ttl: int, where: str = "") -> Request:
+    def from_params(
+        cls, params: t.Mapping[str, t.Any], *, lease_ttl: int, where: str = "", owner: Owner | None = None
+    ) -> Request:
         """Build and check a request; ``where`` prefixes parameter names (``volumes[2].``)."""
 
         def fail(msg: str) -> t.NoReturn:
@@ -240,7 +279,7 @@ class Request:
         if state not in STATES:
             fail(f"{where}state: {state!r} is not one of {', '.join(STATES)}")
         if not isinstance(lease_ttl, int) or lease_ttl < 2:
-            fail(f"lease_ttl: {lease_ttl!r} is too short; give at least 2 seconds (etcd's shortest lease)")
+            fail(f"lease_ttl: {lease_ttl!r} is too short; give at least 2 seconds")
         instance = params.get("instance")
         host = params.get("host")
         for name, value in (("instance", instance), ("host", host), ("mountpoint", params.get("mountpoint"))):
@@ -262,9 +301,9 @@ class Request:
                     or not isinstance(ci.get("data"), t.Mapping):
                 fail(f"{where}connection_info: give a dict with driver_volume_type (e.g. iscsi) and data "
                      "(target_iqn, target_portal, target_lun, auth_*), as Cinder's initialize_connection returns")
-            if state not in (IN_USE, DETACHING, ERROR_DETACHING):
-                fail(f"{where}connection_info: only stored with state=in-use (or kept through detaching); "
-                     f"leave it out with state={state}")
+            if state not in (ATTACHING, IN_USE, DETACHING, ERROR_DETACHING):
+                fail(f"{where}connection_info: stored with state=attaching or state=in-use (and kept through "
+                     f"detaching); leave it out with state={state}")
             ci = copy.deepcopy(dict(ci))
         multiattach = params.get("multiattach")
         if multiattach is not None and state not in (PRESENT, AVAILABLE):
@@ -272,15 +311,16 @@ class Request:
         return cls(
             volume_id=volume_id, state=state, instance=instance, host=host,
             mountpoint=params.get("mountpoint"), mode=mode, connection_info=ci,
-            multiattach=multiattach, lease_ttl=lease_ttl,
+            multiattach=multiattach, lease_ttl=lease_ttl, owner=owner,
         )
 
 
 def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | None, str | None]:
     """Return the record after ``req`` and the name of the change (``None``: nothing to do).
 
-    Pure: the backends call it inside their atomic section with the record
-    they just read, so the rules below always see the current state.
+    Pure but for the clock: the backends call it inside their atomic section
+    with the record they just read (``lapsed`` already marked), so the rules
+    below always see the current state.
     """
     vid = req.volume_id
     if req.state == ABSENT:
@@ -322,17 +362,34 @@ def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | Non
     att = current.attachments.get(inst)
     frm = att.status if att else AVAILABLE
     to = req.state
-    holder = f"volume {vid} is {frm} by {inst} on {att.host}" if att else f"volume {vid} has no attachment for {inst}"
+    holder = f"volume {vid} is {att.describe()}" if att else f"volume {vid} has no attachment for {inst}"
     if att is not None and req.host is not None and req.host != att.host:
-        raise IllegalTransition(f"{holder}, not on {req.host}; give the host the attachment was reserved for")
+        raise IllegalTransition(f"{holder}; not on {req.host}: give the host the attachment was reserved for")
+
+    taking_over = False
+    if att is not None and att.transitional:
+        held = Owner.from_dict(att.owner)
+        mine = req.owner is not None and held is not None and held.token == req.owner.token
+        if not mine:
+            if not att.lapsed:
+                # Two runs for one attachment would race through login,
+                # hot-plug and rollback: the second one waits its turn.
+                raise IllegalTransition(
+                    f"{holder}; another run cannot change it while that run lives: wait for it to finish"
+                )
+            taking_over = True
 
     if frm == to:
         if att is None:
             return new, change
         updated = _with_details(att, req)
-        if updated != att:
+        if taking_over:
+            # The caller establishes this attachment now: it holds it, with a
+            # fresh lease. Its own repeats change nothing (the keeper renews).
+            _hold(updated, req, now)
+        if updated.stored() != att.stored() or taking_over:
             new.attachments[inst] = updated
-            change = "update"
+            change = "take_over" if taking_over else (change or "update")
         return new, change
 
     name = TRANSITIONS.get((frm, to))
@@ -345,16 +402,21 @@ def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | Non
         )
 
     if name == "reserve":
-        others = new.holders(exclude=inst)
+        others = [a for a in current.attachments.values() if a.instance != inst]
         if others and not current.multiattach:
+            # A lapsed attaching of another instance holds the volume too: its
+            # disk may be live in that domain (the run died after the hot-plug).
             raise IllegalTransition(
-                f"volume {vid} is {others}; it is not multiattach, so it cannot be reserved for {inst} on {req.host}"
+                f"volume {vid} is {new.holders(exclude=inst)}; it is not multiattach, so it cannot be reserved "
+                f"for {inst} on {req.host}"
             )
-        new.attachments[inst] = Attachment(
+        reserved = Attachment(
             # Request.from_params made sure host is there for state=attaching.
             instance=inst, host=t.cast(str, req.host), status=ATTACHING, mountpoint=req.mountpoint,
-            mode=req.mode or "rw", expires_at=now + req.lease_ttl,
+            mode=req.mode or "rw", connection_info=copy.deepcopy(req.connection_info),
         )
+        _hold(reserved, req, now)
+        new.attachments[inst] = reserved
         return new, name
     if att is None:  # only "reserve" leaves "available"; the table has no other way
         raise IllegalTransition(f"{holder}; it cannot go to {to}")
@@ -363,7 +425,12 @@ def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | Non
         return new, name
     updated = _with_details(att, req)
     updated.status = to
-    updated.expires_at = now + req.lease_ttl if to in FALLBACK else None
+    if to in TRANSITIONAL:
+        _hold(updated, req, now)
+    else:
+        updated.expires_at = None
+        updated.owner = None
+        updated.lapsed = False
     if to == IN_USE and not updated.connection_info:
         # Seed 004: a volume in use without connection_info cannot be detached.
         raise IllegalTransition(
@@ -372,6 +439,20 @@ def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | Non
         )
     new.attachments[inst] = updated
     return new, name
+
+
+def _hold(att: Attachment, req: Request, now: float) -> None:
+    """Make ``req``'s run the holder of a transitional attachment, with a fresh lease."""
+    held = Owner.from_dict(att.owner)
+    if req.owner is None:
+        owner = held or Owner(token="unknown")
+    elif held is not None and held.token == req.owner.token:
+        owner = held
+    else:
+        owner = dataclasses.replace(req.owner, since=now)
+    att.owner = owner.to_dict()
+    att.expires_at = now + req.lease_ttl
+    att.lapsed = False
 
 
 def _with_details(att: Attachment, req: Request) -> Attachment:
@@ -393,7 +474,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def get(self, volume_id: str) -> Volume | None:
-        """The record of ``volume_id`` (lapsed leases applied), or ``None``."""
+        """The record of ``volume_id`` (``lapsed`` marked), or ``None``."""
 
     @abc.abstractmethod
     def list_volumes(self) -> list[Volume]:
@@ -408,6 +489,38 @@ class Backend(abc.ABC):
         ``change`` may raise; then nothing is written. A record ``change``
         returns unchanged is not written either.
         """
+
+    @abc.abstractmethod
+    def store_id(self) -> str:
+        """A text naming this store (for the lease keeper's lock)."""
+
+    def renew(self, token: str, expires_at: float) -> int:
+        """Extend the leases ``token`` holds to ``expires_at``; return how many it holds.
+
+        Each volume is one compare-and-set of its own: an attachment taken
+        over meanwhile (another token) is left alone.
+        """
+        held = 0
+        for volume in self.list_volumes():
+            mine = [a.instance for a in volume.attachments.values()
+                    if a.transitional and (a.owner or {}).get("token") == token]
+            if not mine:
+                continue
+
+            def extend(current: Volume | None, mine: list[str] = mine) -> Volume | None:
+                if current is None:
+                    return None
+                new = current.copy()
+                for inst in mine:
+                    att = new.attachments.get(inst)
+                    if att is not None and att.transitional and (att.owner or {}).get("token") == token:
+                        att.expires_at = max(att.expires_at or 0.0, expires_at)
+                return new
+
+            _before, after = self.update(volume.volume_id, extend)
+            held += sum(1 for inst in mine if after is not None and inst in after.attachments
+                        and (after.attachments[inst].owner or {}).get("token") == token)
+        return held
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections."""
@@ -426,16 +539,42 @@ class Outcome:
     def changed(self) -> bool:
         return self.transition is not None
 
+    def taken_over_from(self) -> dict[str, t.Any] | None:
+        """The run this request took a lapsed attachment over from, if it did."""
+        inst = self.request.instance
+        if not self.changed or inst is None or self.before is None:
+            return None
+        old = self.before.attachments.get(inst)
+        new = self.after.attachments.get(inst) if self.after else None
+        if old is None or not old.lapsed:
+            return None
+        if new is not None and new.owner and (old.owner or {}).get("token") == new.owner.get("token"):
+            return None
+        return old.owner or {}
+
+    def takeover_note(self) -> str | None:
+        """A warning for a takeover: whose lapsed attachment this request took."""
+        previous = Owner.from_dict(self.taken_over_from())
+        if previous is None and self.taken_over_from() is None:
+            return None
+        who = previous.label() if previous else "an unknown run"
+        return (f"volume {self.request.volume_id}: took over the lapsed {self._state(self.before)} of "
+                f"{self.request.instance} from {who}")
+
     def to_result(self) -> dict[str, t.Any]:
         before_state = self._state(self.before)
         after_state = self._state(self.after)
-        return {
+        result = {
             "volume_id": self.request.volume_id,
             "changed": self.changed,
             "transition": {"name": self.transition, "from": before_state, "to": after_state}
             if self.changed else None,
             "volume": self.after.to_result() if self.after else None,
         }
+        previous = self.taken_over_from()
+        if previous is not None:
+            result["taken_over_from"] = previous
+        return result
 
     def _state(self, volume: Volume | None) -> str:
         if volume is None:
@@ -467,7 +606,7 @@ class Reservations:
             return committed
         # Check mode: the same decision on the record as it is now, unwritten.
         if predicted is not None and req.volume_id in predicted:
-            before = predicted[req.volume_id]
+            before = copy.deepcopy(predicted[req.volume_id])
         else:
             before = self.backend.get(req.volume_id)
         after, name = plan(before, req, self.clock())
@@ -536,6 +675,7 @@ class Reservations:
         return undone, stuck
 
 
+# --- options and the task ------------------------------------------------------------------------
 def backend_argument_spec() -> dict[str, t.Any]:
     """Options that choose and reach the store, shared by the module and the lookup."""
     return {
@@ -584,6 +724,7 @@ def module_argument_spec() -> dict[str, t.Any]:
     spec["volume_id"] = {"type": "str"}
     spec["volumes"] = {"type": "list", "elements": "dict", "options": per_volume}
     spec["lease_ttl"] = {"type": "int", "default": DEFAULT_LEASE_TTL}
+    spec["owner"] = {"type": "str"}
     spec.update(backend_argument_spec())
     return spec
 
@@ -594,7 +735,6 @@ MODULE_KWARGS: dict[str, t.Any] = {
         *[("volumes", opt) for opt in ("instance", "host", "mountpoint", "mode", "connection_info", "multiattach")],
     ],
     "required_one_of": [("volume_id", "volumes")],
-    "supports_check_mode": True,
 }
 
 
@@ -613,51 +753,86 @@ def secret_strings(value: t.Any) -> list[str]:
     return found
 
 
-def run(module: t.Any) -> None:
-    """Entry point of the volume_reservation module."""
-    params = module.params
-    secrets = [params.get("etcd_password")] + secret_strings(params.get("connection_info")) + secret_strings(
-        params.get("volumes")
+def param_secrets(params: t.Mapping[str, t.Any]) -> list[str]:
+    """The secret strings among the task's options (etcd password, CHAP inside connection_info)."""
+    found = [params.get("etcd_password")] + secret_strings(params.get("connection_info")) \
+        + secret_strings(params.get("volumes"))
+    return [s for s in found if s]
+
+
+def handle(params: t.Mapping[str, t.Any], *, check_mode: bool, diff: bool) -> dict[str, t.Any]:
+    """The task: apply the requested states; the result (secrets still in clear: the caller masks).
+
+    Shared by the action plugin (which runs it in the controller's process)
+    and the module (for direct use). Raises ReservationError.
+    """
+    owner = Owner.current(params.get("owner"))
+    batch = params.get("volumes") is not None
+    if batch:
+        entries = params["volumes"]
+        if not entries:
+            raise ReservationError("volumes: give at least one volume, or use volume_id for one")
+        reqs = [
+            Request.from_params(e, lease_ttl=params["lease_ttl"], where=f"volumes[{i}].", owner=owner)
+            for i, e in enumerate(entries)
+        ]
+    else:
+        reqs = [Request.from_params(params, lease_ttl=params["lease_ttl"], owner=owner)]
+    backend = open_backend(params)
+    try:
+        service = Reservations(_CheckMode(check_mode), backend)
+        outcomes = service.apply_all(reqs) if batch else [service.apply(reqs[0])]
+        lock = keeper_lock_path(backend, owner.token)
+    finally:
+        # Closed before the keeper forks: a SQLite connection open across a
+        # fork leaves the child's own connections stuck on its locks.
+        backend.close()
+    holds = any(
+        o.after is not None and any(a.transitional and (a.owner or {}).get("token") == owner.token
+                                    for a in o.after.attachments.values())
+        for o in outcomes
     )
+    kept = False
+    if holds and not check_mode:
+        kept = start_keeper(lambda: open_backend(params), lock, owner, params["lease_ttl"])
+    result: dict[str, t.Any] = {"changed": any(o.changed for o in outcomes),
+                                "owner": owner.to_dict(), "lease_kept": kept}
+    if batch:
+        result["volumes"] = [o.to_result() for o in outcomes]
+        result["diff"] = _batch_diff(outcomes)
+    else:
+        one = outcomes[0].to_result()
+        result.update(transition=one["transition"], volume=one["volume"])
+        if "taken_over_from" in one:
+            result["taken_over_from"] = one["taken_over_from"]
+        result["diff"] = {
+            "before": outcomes[0].before.to_result() if outcomes[0].before else {},
+            "after": outcomes[0].after.to_result() if outcomes[0].after else {},
+        }
+    notes = [o.takeover_note() for o in outcomes]
+    if any(notes):
+        result["warnings"] = [n for n in notes if n]
+    if not diff:
+        result.pop("diff")
+    return result
+
+
+@dataclasses.dataclass
+class _CheckMode:
+    check_mode: bool
+
+
+def run(module: t.Any) -> None:
+    """Entry point of the volume_reservation module (the action plugin calls ``handle`` itself)."""
+    from ansible_collections.openvolume.compute.plugins.module_utils._common import run_module
+
+    params = module.params
+    secrets = param_secrets(params)
     # CHAP secrets inside connection_info are free-form, so the argument spec
-    # cannot mark them no_log: register them here, before anything is
-    # returned, so Ansible scrubs them from the invocation too.
-    module.no_log_values.update(s for s in secrets if s)
-
-    def handle() -> dict[str, t.Any]:
-        batch = params.get("volumes") is not None
-        if batch:
-            entries = params["volumes"]
-            if not entries:
-                raise ReservationError("volumes: give at least one volume, or use volume_id for one")
-            reqs = [
-                Request.from_params(e, lease_ttl=params["lease_ttl"], where=f"volumes[{i}].")
-                for i, e in enumerate(entries)
-            ]
-        else:
-            reqs = [Request.from_params(params, lease_ttl=params["lease_ttl"])]
-        backend = open_backend(params)
-        try:
-            service = Reservations(module, backend)
-            outcomes = service.apply_all(reqs) if batch else [service.apply(reqs[0])]
-        finally:
-            backend.close()
-        result: dict[str, t.Any] = {"changed": any(o.changed for o in outcomes)}
-        if batch:
-            result["volumes"] = [o.to_result() for o in outcomes]
-            result["diff"] = _batch_diff(outcomes)
-        else:
-            one = outcomes[0].to_result()
-            result.update(transition=one["transition"], volume=one["volume"])
-            result["diff"] = {
-                "before": outcomes[0].before.to_result() if outcomes[0].before else {},
-                "after": outcomes[0].after.to_result() if outcomes[0].after else {},
-            }
-        if not module._diff:
-            result.pop("diff")
-        return result
-
-    run_module(module, handle, secrets=secrets)
+    # cannot mark them no_log: register them, so Ansible scrubs them from the
+    # invocation in the result too.
+    module.no_log_values.update(secrets)
+    run_module(module, lambda: handle(params, check_mode=module.check_mode, diff=module._diff), secrets=secrets)
 
 
 def _batch_diff(outcomes: t.Sequence[Outcome]) -> dict[str, t.Any]:

@@ -6,27 +6,28 @@ For teams whose plays run from several controllers. A volume is a directory
 of keys under ``etcd_prefix``::
 
     volumes/<id>/volume               {"volume_id", "multiattach"}; rewritten by every transition
-    volumes/<id>/attachment/<inst>    a durable attachment: in-use, error_attaching, error_detaching
-    volumes/<id>/lease/<inst>         a transitional state (attaching, detaching), bound to an etcd lease
+    volumes/<id>/attachment/<inst>    one attachment, in any state, with its owner and lease end
 
 One range read gets the whole record at one revision. A transition is one
-etcd transaction that compares the ``mod_revision`` of the ``volume`` key and
-of every lease key it read, and writes the ``volume`` key (which bumps its
-revision) with its other changes: of two concurrent writers one wins and the
-other sees the comparison fail, reads again and decides again.
+etcd transaction that compares the ``mod_revision`` of the ``volume`` key,
+and writes it (which bumps its revision) with its other changes: of two
+concurrent writers one wins and the other sees the comparison fail, reads
+again and decides again.
 
-Leases are real: when one runs out etcd deletes the lease key, and the
-durable state below it shows through. A stale ``attaching`` (no durable key)
-is ``available``; a stale ``detaching`` is the ``in-use`` attachment kept
-under it, connection_info and all.
+Leases are lease ends stored in the attachment, judged by the reading
+controller's clock, exactly as the SQLite backend does, so both backends
+behave the same: a lease that ends marks the attachment lapsed, it deletes
+nothing. Controllers sharing a store must keep their clocks in sync (NTP);
+a skew far below ``lease_ttl`` does not matter. Records written by earlier
+versions, with transitional states in ``lease/<inst>`` keys bound to etcd
+leases, are still read and are rewritten in this layout by the next
+transition.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import math
 import random
 import re
 import time
@@ -35,12 +36,12 @@ import urllib.parse
 
 from ansible_collections.openvolume.compute.plugins.module_utils._reservation import (
     ATTACHING,
-    FALLBACK,
     Attachment,
     Backend,
     BackendError,
     ReservationError,
     Volume,
+    mark_lapsed,
     same,
 )
 
@@ -201,7 +202,7 @@ class EtcdBackend(Backend):
         try:
             doc = json.loads(meta[0])
             volume = Volume(volume_id, multiattach=bool(doc.get("multiattach", False)))
-            leases = {}
+            legacy = {}
             for key, (value, _mod, _lease) in raw.items():
                 rest = key[len(base):]
                 if rest.startswith("attachment/"):
@@ -209,12 +210,13 @@ class EtcdBackend(Backend):
                     volume.attachments[att.instance] = att
                 elif rest.startswith("lease/"):
                     entry = json.loads(value)
-                    leases[entry["instance"]] = entry
-            for inst, entry in leases.items():
+                    legacy[entry["instance"]] = entry
+            for inst, entry in legacy.items():
+                # The layout of 0.1.0 pre-releases: a transitional state in a
+                # key bound to an etcd lease, the durable state underneath.
                 if entry["status"] == ATTACHING:
                     volume.attachments[inst] = Attachment.from_dict(entry)
-                else:
-                    # detaching: the durable in-use attachment stays underneath.
+                elif inst in volume.attachments:
                     volume.attachments[inst].status = entry["status"]
                     volume.attachments[inst].expires_at = entry.get("expires_at")
         except (ValueError, KeyError, TypeError) as exc:
@@ -222,25 +224,18 @@ class EtcdBackend(Backend):
                 f"etcd record of volume {volume_id} under {base} is not an openvolume record ({exc}); "
                 "nothing was changed. Something else writes under etcd_prefix: give this collection its own prefix"
             ) from exc
-        return volume
+        return mark_lapsed(volume, time.time())
 
-    def _encode(self, volume: Volume) -> dict[str, tuple[str, bool]]:
-        """Keys of a record: key -> (value, bound to a lease)."""
+    def _encode(self, volume: Volume) -> dict[str, str]:
+        """Keys of a record: key -> value."""
         base = self._dir(volume.volume_id)
-        keys = {base + "volume": (_dumps({"volume_id": volume.volume_id, "multiattach": volume.multiattach}), False)}
+        keys = {base + "volume": _dumps({"volume_id": volume.volume_id, "multiattach": volume.multiattach})}
         for inst, att in volume.attachments.items():
-            if att.status == ATTACHING:
-                keys[f"{base}lease/{_quote(inst)}"] = (_dumps(att.to_dict()), True)
-                continue
-            durable = att.to_dict()
-            if att.status in FALLBACK:
-                durable.update(status=FALLBACK[att.status], expires_at=None)
-                keys[f"{base}lease/{_quote(inst)}"] = (
-                    _dumps({"instance": inst, "status": att.status, "expires_at": att.expires_at}),
-                    True,
-                )
-            keys[f"{base}attachment/{_quote(inst)}"] = (_dumps(durable), False)
+            keys[f"{base}attachment/{_quote(inst)}"] = _dumps(att.stored())
         return keys
+
+    def store_id(self) -> str:
+        return f"etcd:{self.endpoints[0].url}{self.prefix}"
 
     # Backend ----------------------------------------------------------------
 
@@ -270,30 +265,14 @@ class EtcdBackend(Backend):
                 return before, after
             compare = [{"key": _b64(base + "volume"), "result": "EQUAL", "target": "MOD",
                         "mod_revision": raw.get(base + "volume", ("", 0, 0))[1]}]
-            # A lease that runs out deletes its key without touching the
-            # volume key: compare those keys too.
-            compare += [
-                {"key": _b64(k), "result": "EQUAL", "target": "MOD", "mod_revision": mod}
-                for k, (_value, mod, lease) in raw.items() if lease
-            ]
-            granted: list[int] = []
-            try:
-                ops = self._operations(base, raw, after, granted)
-                result = self._call(
-                    f"write volume {volume_id}", self.client.transaction,
-                    {"compare": compare, "success": ops, "failure": []},
-                    changed="the transition may or may not have been applied: read the record "
-                            "(openvolume.compute.volumes lookup) before retrying",
-                )
-            except BaseException:
-                self._revoke(granted)
-                raise
+            result = self._call(
+                f"write volume {volume_id}", self.client.transaction,
+                {"compare": compare, "success": self._operations(base, raw, after), "failure": []},
+                changed="the transition may or may not have been applied: read the record "
+                        "(openvolume.compute.volumes lookup) before retrying",
+            )
             if result.get("succeeded"):
-                # Leases of lease keys this transition removed are done with.
-                kept = {k for k, (_value, lease) in (self._encode(after) if after else {}).items() if lease}
-                self._revoke([lease for k, (_value, _mod, lease) in raw.items() if lease and k not in kept])
                 return before, after
-            self._revoke(granted)
             # Lost the race: back off a little, read again, decide again.
             time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise ReservationError(
@@ -302,35 +281,20 @@ class EtcdBackend(Backend):
         )
 
     def _operations(
-        self, base: str, raw: dict[str, tuple[str, int, int]], after: Volume | None, granted: list[int]
+        self, base: str, raw: dict[str, tuple[str, int, int]], after: Volume | None
     ) -> list[dict[str, t.Any]]:
         if after is None:
             return [{"request_delete_range": {"key": _b64(base), "range_end": _b64(_next_prefix(base))}}]
         wanted = self._encode(after)
         ops: list[dict[str, t.Any]] = []
-        for key, (value, leased) in wanted.items():
+        for key, value in wanted.items():
             old = raw.get(key)
             # The volume key is always written: that is what serialises writers.
             if old is not None and old[0] == value and not key.endswith("/volume"):
                 continue
-            put: dict[str, t.Any] = {"key": _b64(key), "value": _b64(value)}
-            if leased:
-                put["lease"] = self._grant(json.loads(value).get("expires_at"), granted)
-            ops.append({"request_put": put})
+            ops.append({"request_put": {"key": _b64(key), "value": _b64(value)}})
         ops += [{"request_delete_range": {"key": _b64(key)}} for key in raw if key not in wanted]
         return ops
-
-    def _grant(self, expires_at: float | None, granted: list[int]) -> int:
-        ttl = max(2, math.ceil((expires_at or time.time()) - time.time()))
-        lease = self._call("grant a lease", self.client.lease, ttl)
-        granted.append(lease.id)
-        return int(lease.id)
-
-    def _revoke(self, leases: t.Iterable[int]) -> None:
-        for lease_id in leases:
-            # Best effort: an unrevoked lease only runs out on its own.
-            with contextlib.suppress(etcd_exc.Etcd3Exception):
-                self.client.post(self.client.get_url("/kv/lease/revoke"), json={"ID": lease_id})
 
     def close(self) -> None:
         self.client.session.close()

@@ -7,7 +7,8 @@ write lock before reading, so two controllers' processes that both want a
 volume are serialised and the second one reads what the first wrote (the
 compare-and-set Cinder added for bug 1096983). WAL mode lets readers (the
 lookup) go on while a transition writes. Leases are expiry timestamps that
-every read and transition honours (``_reservation.expire``).
+every read and transition judges (``_reservation.mark_lapsed``): a lapsed
+lease marks its attachment, it never deletes it.
 
 The file carries ``PRAGMA application_id`` (so a foreign SQLite file is
 recognised and left alone) and ``PRAGMA user_version`` (the schema version;
@@ -27,7 +28,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
     Backend,
     BackendError,
     Volume,
-    expire,
+    mark_lapsed,
     same,
 )
 
@@ -55,6 +56,10 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at      REAL NOT NULL,
         PRIMARY KEY (volume_id, instance)
     );
+    """,
+    # 2: the run that holds a transitional state (JSON of _reservation.Owner).
+    """
+    ALTER TABLE attachments ADD COLUMN owner TEXT;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -155,15 +160,16 @@ class SqliteBackend(Backend):
             return None
         volume = Volume(row[0], multiattach=bool(row[1]))
         for a in self.conn.execute(
-            "SELECT instance, host, status, mountpoint, mode, connection_info, expires_at "
+            "SELECT instance, host, status, mountpoint, mode, connection_info, expires_at, owner "
             "FROM attachments WHERE volume_id = ? ORDER BY instance",
             (volume_id,),
         ):
             volume.attachments[a[0]] = Attachment(
                 instance=a[0], host=a[1], status=a[2], mountpoint=a[3], mode=a[4],
                 connection_info=json.loads(a[5]) if a[5] else None, expires_at=a[6],
+                owner=json.loads(a[7]) if a[7] else None,
             )
-        return expire(volume, self.clock())
+        return mark_lapsed(volume, self.clock())
 
     def _store(self, volume_id: str, volume: Volume | None) -> None:
         now = self.clock()
@@ -181,14 +187,17 @@ class SqliteBackend(Backend):
         self.conn.execute("DELETE FROM attachments WHERE volume_id = ?", (volume_id,))
         self.conn.executemany(
             "INSERT INTO attachments (volume_id, instance, host, status, mountpoint, mode, connection_info, "
-            "expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "expires_at, owner, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (volume_id, a.instance, a.host, a.status, a.mountpoint, a.mode,
                  json.dumps(a.connection_info, sort_keys=True) if a.connection_info is not None else None,
-                 a.expires_at, now)
+                 a.expires_at, json.dumps(a.owner, sort_keys=True) if a.owner else None, now)
                 for a in volume.attachments.values()
             ],
         )
+
+    def store_id(self) -> str:
+        return f"sqlite:{self.path}"
 
     def get(self, volume_id: str) -> Volume | None:
         try:

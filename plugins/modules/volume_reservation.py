@@ -17,20 +17,31 @@ description:
     C(available -> attaching -> in-use -> detaching -> available). Only these transitions are legal:
     V(available) to V(attaching) (reserve); V(attaching) to V(in-use) (attach), V(available) (unreserve)
     or V(error_attaching); V(in-use) to V(detaching); V(detaching) to V(available) (detach), V(in-use)
-    (roll back) or V(error_detaching); V(error_attaching) to V(available); V(error_detaching) to
-    V(in-use), V(detaching) or V(available). Anything else fails with the current state and holder,
-    for example C(volume vol-1 is in-use by vm1 on compute1)."
+    (roll back) or V(error_detaching); V(error_attaching) to V(available) or V(attaching) (retry);
+    V(error_detaching) to V(in-use), V(detaching) or V(available). Anything else fails with the current
+    state and holder, for example C(volume vol-1 is in-use by vm1 on compute1)."
   - Every transition is one atomic compare-and-set on the backend, so of two plays that reserve the same
     volume at once exactly one wins.
   - O(state) is the declared target state. Asking for the state an attachment is already in changes
     nothing (C(changed=false)); O(mountpoint), O(mode) and O(connection_info) given then update it.
-  - V(attaching) and V(detaching) hold a lease of O(lease_ttl) seconds. A run that dies leaves them to
-    run out; a stale V(attaching) is V(available) again, a stale V(detaching) is V(in-use) again, so no
-    volume stays stuck in a transitional state.
+  - "Owners and leases: V(attaching) and V(detaching) belong to the run that set them, its O(owner) (by
+    default the ansible-playbook process the task runs under, on this controller), with a lease of
+    O(lease_ttl) seconds that a small background process renews while that run lives, so a long step
+    never loses its reservation. Another run cannot change that attachment while its owner lives; it
+    fails saying who holds it, since when, and when the lease ends."
+  - "A lapsed lease frees nothing. When the owner is gone (its lease ended, or, on the same controller,
+    its process is dead) the attachment is C(lapsed): the run may have died after the disk was
+    hot-plugged, so the volume stays held, and another instance cannot reserve it (unless the volume
+    is multiattach) until its truth is established on the recorded host: by attaching or detaching
+    that same attachment again (the roles do it), or by C(playbooks/reconcile.yml). A request for a
+    lapsed attachment takes it over (transition C(take_over), or the requested transition, with a
+    warning naming the run it took over from)."
+  - O(connection_info) is stored from the reservation on (O(state=attaching)), before anything is
+    connected, so that whoever comes after a crash knows how to disconnect.
   - "The records live on the controller (O(backend=sqlite), one file) or in etcd (O(backend=etcd), shared by
-    several controllers such as AWX execution nodes). Run the module on the controller with
-    C(delegate_to: localhost); with O(volumes) one task handles many volumes, so use C(run_once) where one
-    task serves a whole play."
+    several controllers such as AWX execution nodes). The task always runs on the controller, in its own
+    process (an action plugin: no module is sent to a host, whatever C(delegate_to) says); with O(volumes) one
+    task handles many volumes, so use C(run_once) where one task serves a whole play."
 author:
   - openvolume.compute developers (@openvolume)
 extends_documentation_fragment:
@@ -91,8 +102,9 @@ options:
         C(initialize_connection) returns it, a dict with C(driver_volume_type) (for example C(iscsi)) and
         C(data) (C(target_iqn), C(target_portal), C(target_lun), C(auth_method), C(auth_username),
         C(auth_password)).
-      - Must have C(driver_volume_type) and C(data). Stored with O(state=in-use) (seed 004 of the flow; a
-        volume in use without it cannot be detached).
+      - Must have C(driver_volume_type) and C(data). Stored with O(state=attaching) or O(state=in-use), and
+        required for O(state=in-use) unless the attachment has it already (seed 004 of the flow; a volume in
+        use without it cannot be detached).
       - Values under keys named like a password, secret or key (C(auth_password), C(auth_password_in), ...)
         are never shown in results, diffs or logs.
     type: dict
@@ -143,11 +155,21 @@ options:
         type: bool
   lease_ttl:
     description:
-      - Seconds an V(attaching) or V(detaching) state lasts before it falls back (V(available), V(in-use)).
-      - Long enough for the slowest attach or detach of your hosts (iSCSI login, device wait, libvirt
-        hot-plug), short enough that a crashed run frees its volumes soon. At least 2 (etcd's shortest lease).
+      - Seconds an V(attaching) or V(detaching) state is held without renewal. While the owner's process lives
+        the lease is renewed every O(lease_ttl)/3 seconds; once it ends the attachment is lapsed (held, to be
+        established; see above).
+      - It bounds how long another controller waits before it may establish the truth of a crashed run's
+        attachment; on the same controller a dead run is seen at once. At least 2.
     type: int
     default: 600
+  owner:
+    description:
+      - The token that names the run holding the transitional states this task sets, for example an AWX job
+        id. Two runs must never share one.
+      - Default is the ansible-playbook process this task runs under (C(CONTROLLER:PID:START)), which also
+        lets the lease be renewed while that process lives and be seen dead at once when it is not. With a
+        token of your own the lease is still renewed while the ansible-playbook process lives.
+    type: str
   backend:
     description:
       - Where the records live. V(sqlite) is one file on the controller (O(sqlite_path)); V(etcd) is an
@@ -194,8 +216,11 @@ notes:
   - The sqlite backend serialises transitions with C(BEGIN IMMEDIATE) transactions in WAL mode and honours
     lease expiry on every read and transition, by the controller's clock. Use it when all plays run from one
     controller; use etcd when several controllers share the volumes.
-  - The etcd backend keeps C(attaching) and C(detaching) in keys bound to real etcd leases, and compares
-    the records' revisions in one transaction per transition.
+  - The etcd backend writes each transition as one transaction that compares the record's revision. Both
+    backends keep lease ends in the records and judge them by the reading controller's clock, so controllers
+    that share etcd need synchronised clocks (NTP); a skew far below O(lease_ttl) does not matter.
+  - The lease keeper is a detached process of the controller (one per store and run), started by this task
+    when it leaves transitional states held; it needs nothing but the store and stops with the run.
   - When etcd cannot be reached, or the SQLite file is corrupted or foreign, the module fails saying so and
     nothing is changed.
 seealso:
@@ -212,7 +237,6 @@ EXAMPLES = r"""
 - name: Register the volume catalogue (once per play)
   openvolume.compute.volume_reservation:
     volumes: "{{ catalogue | map('combine', {'state': 'present'}) }}"
-  delegate_to: localhost
   run_once: true
   vars:
     catalogue:
@@ -226,7 +250,6 @@ EXAMPLES = r"""
     instance: "{{ instance }}"
     host: "{{ inventory_hostname }}"
     mountpoint: /dev/vdb
-  delegate_to: localhost
 
 - name: Attached; store connection_info with the state change (step 13)
   openvolume.compute.volume_reservation:
@@ -242,19 +265,16 @@ EXAMPLES = r"""
         auth_method: CHAP
         auth_username: compute1
         auth_password: "{{ chap_secret }}"
-  delegate_to: localhost
 
 - name: Roll back a reservation after a failed hot-plug
   openvolume.compute.volume_reservation:
     volume_id: vol-0b5e
     state: available
     instance: "{{ instance }}"
-  delegate_to: localhost
 
 - name: Begin detaching twenty volumes in one round trip, all or nothing
   openvolume.compute.volume_reservation:
     volumes: "{{ instance_volumes | map('combine', {'state': 'detaching', 'instance': instance}) }}"
-  delegate_to: localhost
   register: detaching
   vars:
     instance_volumes: [{volume_id: vol-01}, {volume_id: vol-02}, {volume_id: vol-03}]
@@ -269,7 +289,6 @@ EXAMPLES = r"""
     volume_id: vol-0b5e
     state: detaching
     instance: "{{ instance }}"
-  delegate_to: localhost
 """
 
 RETURN = r"""
@@ -317,11 +336,21 @@ volume:
           description: rw or ro.
           type: str
         connection_info:
-          description: Stored with V(in-use); secrets masked.
+          description: Stored from V(attaching) on; secrets masked.
           type: dict
         expires_at:
-          description: When a V(attaching) or V(detaching) state falls back, in seconds since the epoch.
+          description: When the lease of a V(attaching) or V(detaching) state ends, in seconds since the epoch.
           type: float
+        owner:
+          description:
+            - The run holding a V(attaching) or V(detaching) state - C(token), C(controller), C(pid), C(started)
+              (the process's start time), C(since); C(null) in the other states.
+          type: dict
+        lapsed:
+          description:
+            - Whether the holder of a V(attaching) or V(detaching) state is gone (its lease ended, or its process
+              is dead). A lapsed attachment still holds the volume until its truth is established.
+          type: bool
   sample:
     volume_id: vol-0b5e
     status: in-use
@@ -337,6 +366,8 @@ volume:
           data: {target_iqn: "iqn.2010-10.org.example:vol-0b5e", target_portal: "192.0.2.10:3260",
                  target_lun: 1, auth_method: CHAP, auth_username: compute1, auth_password: "********"}
         expires_at: null
+        owner: null
+        lapsed: false
 transition:
   description:
     - The transition made (or that would be, in check mode), C(null) when nothing changed. C(from) and C(to)
@@ -344,6 +375,19 @@ transition:
   returned: with O(volume_id)
   type: dict
   sample: {name: reserve, from: available, to: attaching}
+owner:
+  description: The run this task acted as (see O(owner)).
+  returned: always
+  type: dict
+  sample: {token: "ctl1:4242:1234567", controller: ctl1, pid: 4242, started: 1234567, since: 1795461029.1}
+lease_kept:
+  description: Whether a lease keeper renews the leases this run holds (false when its process is unknown).
+  returned: always
+  type: bool
+taken_over_from:
+  description: With O(volume_id), the owner of a lapsed attachment this task took over.
+  returned: when a lapsed attachment was taken over
+  type: dict
 volumes:
   description: One result per entry of O(volumes), in order.
   returned: with O(volumes)
@@ -362,6 +406,9 @@ volumes:
     volume:
       description: As RV(volume).
       type: dict
+    taken_over_from:
+      description: As RV(taken_over_from).
+      type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -374,7 +421,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=module_argument_spec(), **MODULE_KWARGS)
+    module = AnsibleModule(argument_spec=module_argument_spec(), supports_check_mode=True, **MODULE_KWARGS)
     run(module)
 
 

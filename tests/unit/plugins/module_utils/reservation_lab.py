@@ -21,6 +21,11 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
     Reservations,
     open_backend,
 )
+from ansible_collections.openvolume.compute.plugins.module_utils._reservation_lease import Owner
+
+# The run the tests act as, unless a test names another one: a token only,
+# so that only its lease tells whether it is alive.
+TEST_RUN = Owner(token="test-run", controller="test-controller")
 
 LAB_DIR = os.environ.get("OV_LAB_DIR", "/var/tmp/openvolume-lab")
 CI = {
@@ -79,10 +84,11 @@ class Store:
     def service(self, check_mode: bool = False) -> Reservations:
         return Reservations(types.SimpleNamespace(check_mode=check_mode), self.open())
 
-    def apply(self, check_mode: bool = False, lease_ttl: int = 600, **params: t.Any):  # type: ignore[no-untyped-def]
+    def apply(self, check_mode: bool = False, lease_ttl: int = 600, owner: Owner = TEST_RUN,  # type: ignore[no-untyped-def]
+              **params: t.Any):
         service = self.service(check_mode)
         try:
-            return service.apply(Request.from_params(params, lease_ttl=lease_ttl))
+            return service.apply(Request.from_params(params, lease_ttl=lease_ttl, owner=owner))
         finally:
             service.backend.close()
 

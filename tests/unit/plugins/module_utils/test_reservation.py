@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import re
+import subprocess
 import time
 import types
 import typing as t
 
 import pytest
-from reservation_lab import BACKENDS, CI, Store, make_store
+from reservation_lab import BACKENDS, CI, TEST_RUN, Store, make_store
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK
 from ansible_collections.openvolume.compute.plugins.module_utils._reservation import (
@@ -28,6 +29,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
     plan,
     secret_strings,
 )
+from ansible_collections.openvolume.compute.plugins.module_utils._reservation_lease import Owner
 
 
 @pytest.fixture(params=BACKENDS)
@@ -206,7 +208,8 @@ def test_connection_info_update_while_in_use(store: Store) -> None:
 
 def test_wrong_host_is_refused(store: Store) -> None:
     bring(store, "vol-host", ATTACHING)
-    with pytest.raises(IllegalTransition, match="volume vol-host is attaching by i1 on h1, not on h9"):
+    with pytest.raises(IllegalTransition, match=r"volume vol-host is attaching by i1 on h1 \(held by .*\); not on h9: "
+                       "give the host the attachment was reserved for"):
         store.apply(volume_id="vol-host", state=ATTACHING, instance="i1", host="h9")
 
 
@@ -240,7 +243,8 @@ def test_batch_rolls_back_on_failure(store: Store) -> None:
     for vid in ("b1", "b2", "b3"):
         store.apply(volume_id=vid, state="present")
     bring(store, "b3", IN_USE, instance="other")
-    reqs = [Request.from_params({"volume_id": v, "state": ATTACHING, "instance": "i1", "host": "h1"}, lease_ttl=600)
+    reqs = [Request.from_params({"volume_id": v, "state": ATTACHING, "instance": "i1", "host": "h1"}, lease_ttl=600,
+                                owner=TEST_RUN)
             for v in ("b1", "b2", "b3")]
     service = store.service()
     with pytest.raises(IllegalTransition) as err:
@@ -253,9 +257,10 @@ def test_batch_rolls_back_on_failure(store: Store) -> None:
 def test_batch_check_mode_predicts_in_order(store: Store) -> None:
     store.apply(volume_id="bc", state="present", multiattach=True)
     reqs = [
-        Request.from_params({"volume_id": "bc", "state": ATTACHING, "instance": "i1", "host": "h1"}, lease_ttl=600),
+        Request.from_params({"volume_id": "bc", "state": ATTACHING, "instance": "i1", "host": "h1"}, lease_ttl=600,
+                            owner=TEST_RUN),
         Request.from_params({"volume_id": "bc", "state": IN_USE, "instance": "i1", "connection_info": CI},
-                            lease_ttl=600),
+                            lease_ttl=600, owner=TEST_RUN),
     ]
     outcomes = store.service(check_mode=True).apply_all(reqs)
     assert [o.transition for o in outcomes] == ["reserve", "attach"]
@@ -266,7 +271,7 @@ def _reserve_worker(params: dict[str, t.Any], index: int, barrier: t.Any, result
     service = Reservations(types.SimpleNamespace(check_mode=False), Store(params).open())
     req = Request.from_params(
         {"volume_id": "vol-race", "state": ATTACHING, "instance": f"inst-{index}", "host": f"host-{index}"},
-        lease_ttl=600,
+        lease_ttl=600, owner=Owner(token=f"run-{index}"),
     )
     barrier.wait()
     try:
@@ -296,36 +301,110 @@ def test_race_twenty_processes_one_wins(store: Store) -> None:
     w = winners[0][0]
     for _index, _result, msg in losers:
         assert re.match(
-            rf"volume vol-race is attaching by inst-{w} on host-{w}; it is not multiattach, so it cannot be reserved",
+            rf"volume vol-race is attaching by inst-{w} on host-{w} \(held by run run-{w} since .*, lease ends .*\); "
+            r"it is not multiattach, so it cannot be reserved",
             msg,
         ), msg
     volume = store.get("vol-race")
     assert list(volume.attachments) == [f"inst-{w}"]
 
 
-def test_stale_attaching_and_detaching_expire(store: Store) -> None:
-    store.apply(volume_id="vol-lease", state="present", multiattach=True)
-    store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed-attach", host="h1", lease_ttl=2)
-    store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed-detach", host="h1")
-    store.apply(volume_id="vol-lease", state=IN_USE, instance="crashed-detach", connection_info=CI)
-    store.apply(volume_id="vol-lease", state=DETACHING, instance="crashed-detach", lease_ttl=2)
+def test_lapsed_leases_block_until_established(store: Store) -> None:
+    """A lapsed lease frees nothing: the run may have died after the hot-plug (hole 1 of issue 14)."""
+    store.apply(volume_id="vol-lease", state="present")
+    store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed", host="h1", lease_ttl=2,
+                connection_info=CI, owner=Owner(token="dead-run"))
+    time.sleep(2.2)
     volume = store.get("vol-lease")
-    assert {a: v.status for a, v in volume.attachments.items()} == {
-        "crashed-attach": ATTACHING, "crashed-detach": DETACHING,
-    }
-    assert all(v.expires_at is not None for v in volume.attachments.values())
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        volume = store.get("vol-lease")
-        if "crashed-attach" not in volume.attachments and volume.attachments["crashed-detach"].status == IN_USE:
-            break
-        time.sleep(0.2)
-    # A stale attaching is available again, a stale detaching in-use again with what a detach needs.
-    assert list(volume.attachments) == ["crashed-detach"]
-    att = volume.attachments["crashed-detach"]
-    assert (att.status, att.connection_info, att.expires_at) == (IN_USE, CI, None)
-    # And the volume is usable: a new reservation by the crashed instance works.
-    assert store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed-attach", host="h1").changed
+    att = volume.attachments["crashed"]
+    assert (att.status, att.lapsed, att.connection_info) == (ATTACHING, True, CI)
+    # Another instance cannot take the volume, here or elsewhere, and is told why and what to do.
+    with pytest.raises(IllegalTransition) as err:
+        store.apply(volume_id="vol-lease", state=ATTACHING, instance="other", host="h2")
+    assert "attaching by crashed on h1 (lapsed: run dead-run is gone" in err.value.msg
+    assert "run playbooks/reconcile.yml for h1" in err.value.msg
+    assert "it is not multiattach, so it cannot be reserved for other on h2" in err.value.msg
+    # The same attachment, by a new run, takes it over and may complete it.
+    outcome = store.apply(volume_id="vol-lease", state=ATTACHING, instance="crashed", host="h1")
+    assert outcome.transition == "take_over"
+    assert outcome.taken_over_from()["token"] == "dead-run"
+    assert "took over the lapsed attaching of crashed from run dead-run" in outcome.takeover_note()
+    att = store.get("vol-lease").attachments["crashed"]
+    assert (att.owner["token"], att.lapsed) == ("test-run", False)
+    assert store.apply(volume_id="vol-lease", state=IN_USE, instance="crashed").transition == "attach"
+
+
+def test_lapsed_detaching_stays_detaching(store: Store) -> None:
+    bring(store, "vol-ld", IN_USE)
+    store.apply(volume_id="vol-ld", state=DETACHING, instance="i1", lease_ttl=2, owner=Owner(token="gone"))
+    time.sleep(2.2)
+    att = store.get("vol-ld").attachments["i1"]
+    assert (att.status, att.lapsed, att.connection_info) == (DETACHING, True, CI)
+    # Rolled back (the disk is still there) or finished by whoever establishes it.
+    assert store.apply(volume_id="vol-ld", state=IN_USE, instance="i1").transition == "roll_detaching"
+    att = store.get("vol-ld").attachments["i1"]
+    assert (att.status, att.owner, att.expires_at) == (IN_USE, None, None)
+
+
+def test_lapsed_attaching_does_not_block_a_multiattach_volume(store: Store) -> None:
+    store.apply(volume_id="vol-lm", state="present", multiattach=True)
+    store.apply(volume_id="vol-lm", state=ATTACHING, instance="i1", host="h1", lease_ttl=2, owner=Owner(token="x"))
+    time.sleep(2.2)
+    assert store.apply(volume_id="vol-lm", state=ATTACHING, instance="i2", host="h1").transition == "reserve"
+
+
+def test_a_live_run_keeps_its_attachment(store: Store) -> None:
+    """Two runs for one attachment: the second is refused while the first lives (hole 3)."""
+    store.apply(volume_id="vol-own", state="present")
+    first = Owner(token="first-run", controller="ctl-a", pid=4242)
+    store.apply(volume_id="vol-own", state=ATTACHING, instance="i1", host="h1", owner=first)
+    before = store.get("vol-own").to_dict()
+    for state in (ATTACHING, IN_USE, AVAILABLE, ERROR_ATTACHING):
+        with pytest.raises(IllegalTransition) as err:
+            store.apply(volume_id="vol-own", state=state, instance="i1", connection_info=CI
+                        if state == IN_USE else None, host="h1", owner=Owner(token="second-run"))
+        assert re.search(r"attaching by i1 on h1 \(held by run first-run \(pid 4242 on ctl-a\) since \S+, "
+                         r"lease ends \S+\); another run cannot change it while that run lives", err.value.msg)
+    assert store.get("vol-own").to_dict() == before
+    # The holder itself goes on; its own repeat renews the lease.
+    assert store.apply(volume_id="vol-own", state=IN_USE, instance="i1", connection_info=CI,
+                       owner=first).transition == "attach"
+
+
+def test_a_dead_run_on_this_controller_is_lapsed_at_once(store: Store) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    dead = Owner.current(token="dead-at-once")
+    dead.pid, dead.started = proc.pid, 1  # a process that is gone (or another one with that pid)
+    store.apply(volume_id="vol-dead", state="present")
+    store.apply(volume_id="vol-dead", state=ATTACHING, instance="i1", host="h1", owner=dead)
+    assert store.get("vol-dead").attachments["i1"].lapsed
+    assert store.apply(volume_id="vol-dead", state=ATTACHING, instance="i1", host="h1").transition == "take_over"
+
+
+def test_connection_info_is_stored_with_the_reservation(store: Store) -> None:
+    store.apply(volume_id="vol-ci0", state="present")
+    store.apply(volume_id="vol-ci0", state=ATTACHING, instance="i1", host="h1", connection_info=CI)
+    att = store.get("vol-ci0").attachments["i1"]
+    assert att.connection_info == CI
+    # in-use then needs no connection_info of its own.
+    assert store.apply(volume_id="vol-ci0", state=IN_USE, instance="i1").transition == "attach"
+
+
+def test_renew_extends_only_the_tokens_leases(store: Store) -> None:
+    store.apply(volume_id="vol-r1", state="present", multiattach=True)
+    store.apply(volume_id="vol-r1", state=ATTACHING, instance="i1", host="h1", lease_ttl=60, owner=Owner(token="a"))
+    store.apply(volume_id="vol-r1", state=ATTACHING, instance="i2", host="h1", lease_ttl=60, owner=Owner(token="b"))
+    backend = store.open()
+    try:
+        target = time.time() + 3600
+        assert backend.renew("a", target) == 1
+        assert backend.renew("nobody", target) == 0
+    finally:
+        backend.close()
+    atts = store.get("vol-r1").attachments
+    assert atts["i1"].expires_at == pytest.approx(target)
+    assert atts["i2"].expires_at < target - 3000
 
 
 @pytest.mark.parametrize(
@@ -337,8 +416,8 @@ def test_stale_attaching_and_detaching_expire(store: Store) -> None:
         ({"volume_id": "v", "state": "absent", "instance": "i"}, "instance: state=absent is about the whole volume"),
         ({"volume_id": "v", "state": IN_USE, "instance": "i", "connection_info": {"data": {}}},
          "connection_info: give a dict with driver_volume_type"),
-        ({"volume_id": "v", "state": ATTACHING, "instance": "i", "host": "h", "connection_info": CI},
-         "connection_info: only stored with state=in-use"),
+        ({"volume_id": "v", "state": ERROR_ATTACHING, "instance": "i", "connection_info": CI},
+         "connection_info: stored with state=attaching or state=in-use"),
         ({"volume_id": "v", "state": ATTACHING, "instance": "i", "host": "h", "multiattach": True},
          "multiattach: set when the record is created"),
         ({"volume_id": "v", "state": "present", "mode": "rx"}, "mode: 'rx' is not one of rw, ro"),

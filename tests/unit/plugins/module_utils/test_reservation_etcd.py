@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import typing as t
 import uuid
 
@@ -65,20 +66,33 @@ def test_bad_endpoint_names_the_parameter(endpoint: str, match: str) -> None:
         EtcdBackend([endpoint])
 
 
-def test_transitional_states_hold_real_leases(store: Store) -> None:
+def test_transitional_states_are_durable_with_owner_and_lease_end(store: Store) -> None:
     store.apply(volume_id="v", state="present")
     store.apply(volume_id="v", state="attaching", instance="i1", host="h1", lease_ttl=120)
     backend = store.open()
     assert isinstance(backend, EtcdBackend)
-    (value, meta), = backend.client.get_prefix(f"{backend.prefix}volumes/v/lease/")
-    lease_id = int(meta["lease"])
-    ttl = backend.client.post(backend.client.get_url("/kv/lease/timetolive"), json={"ID": lease_id})
-    assert 100 < int(ttl["TTL"]) <= 120
-    # Done attaching: the lease key is gone and its lease revoked.
-    store.apply(volume_id="v", state="in-use", instance="i1", connection_info=CI)
-    assert backend.client.get_prefix(f"{backend.prefix}volumes/v/lease/") == []
-    ttl = backend.client.post(backend.client.get_url("/kv/lease/timetolive"), json={"ID": lease_id})
-    assert int(ttl["TTL"]) == -1
+    (value, meta), = backend.client.get_prefix(f"{backend.prefix}volumes/v/attachment/")
+    doc = json.loads(value)
+    # No etcd lease: a lease that ends must not delete the record (it lapses).
+    assert int(meta.get("lease", 0)) == 0
+    assert doc["status"] == "attaching" and doc["owner"]["token"] == "test-run"
+    assert 100 < doc["expires_at"] - time.time() <= 120
+    assert "lapsed" not in doc
+
+
+def test_records_of_the_earlier_layout_are_read_and_rewritten(store: Store) -> None:
+    backend = store.open()
+    assert isinstance(backend, EtcdBackend)
+    base = f"{backend.prefix}volumes/v/"
+    backend.client.put(base + "volume", json.dumps({"volume_id": "v", "multiattach": False}))
+    backend.client.put(base + "lease/i1", json.dumps(
+        {"instance": "i1", "host": "h1", "status": "attaching", "expires_at": time.time() - 1}))
+    att = store.get("v").attachments["i1"]
+    # Its run is long gone (the lease ended): lapsed, taken over by the next run.
+    assert (att.status, att.host, att.lapsed) == ("attaching", "h1", True)
+    store.apply(volume_id="v", state="attaching", instance="i1", host="h1", connection_info=CI)
+    assert backend.client.get_prefix(base + "lease/") == []
+    assert store.get("v").attachments["i1"].connection_info == CI
 
 
 def test_foreign_data_under_the_prefix_is_refused(store: Store) -> None:

@@ -136,8 +136,35 @@ def test_lapsed_lease_honoured_by_reads_and_transitions(tmp_path: t.Any) -> None
 
     backend.update("v", reserve)
     assert backend.get("v").status == "attaching"
+    assert not backend.get("v").attachments["i"].lapsed
     now[0] = 1010.0
-    assert backend.get("v").status == "available"
+    # Lapsed, but still there: only establishing its truth frees it.
+    att = backend.get("v").attachments["i"]
+    assert (att.status, att.lapsed) == ("attaching", True)
     # A transition starts from the lapsed state too.
-    before, after = backend.update("v", lambda v: v)
-    assert before.attachments == {} and after.attachments == {}
+    before, _after = backend.update("v", lambda v: v)
+    assert before.attachments["i"].lapsed
+
+
+def test_schema_1_files_are_migrated_to_keep_owners(tmp_path: t.Any) -> None:
+    import sqlite3
+
+    from ansible_collections.openvolume.compute.plugins.module_utils._reservation_sqlite import (
+        APPLICATION_ID,
+        MIGRATIONS,
+    )
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO volumes VALUES ('v', 0, 1, 1)")
+    conn.execute("INSERT INTO attachments (volume_id, instance, host, status, mode, updated_at) "
+                 "VALUES ('v', 'i', 'h', 'in-use', 'rw', 1)")
+    conn.commit()
+    conn.close()
+    store = sqlite_store(path)
+    assert store.get("v").attachments["i"].status == "in-use"
+    store.apply(volume_id="v", state="detaching", instance="i")
+    assert store.get("v").attachments["i"].owner["token"] == "test-run"
