@@ -39,6 +39,10 @@ class LibvirtError(OpenVolumeError):
     """Base of the errors of the libvirt modules."""
 
 
+class NoDomain(LibvirtError):
+    """The domain does not exist (destroyed and undefined, or never defined)."""
+
+
 def uri_spec() -> dict[str, t.Any]:
     """The ``uri`` option every libvirt module takes."""
     return {"uri": {"type": "str", "default": DEFAULT_URI}}
@@ -133,7 +137,7 @@ def lookup_domain(conn: t.Any, name: str, *, param: str = "domain") -> t.Any:
         return conn.lookupByName(name)
     except libvirt.libvirtError as exc:
         if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
-            raise LibvirtError(
+            raise NoDomain(
                 f"{param}: no domain named '{name}' on {conn.getURI()}; check the name or UUID (virsh list --all)"
             ) from None
         raise LibvirtError(f"{param}: looking up '{name}' failed: {exc.get_error_message()}") from None

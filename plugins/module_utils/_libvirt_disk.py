@@ -318,8 +318,8 @@ def pick_target(bus: str, used: t.Collection[str]) -> str:
 class Domain:
     """A domain with its live and persistent XML, re-read after each change."""
 
-    def __init__(self, conn: t.Any, name: str, where: str = "") -> None:
-        self.dom = lv.lookup_domain(conn, name, param=f"{where}domain")
+    def __init__(self, conn: t.Any, name: str, where: str = "", *, handle: t.Any = None) -> None:
+        self.dom = handle if handle is not None else lv.lookup_domain(conn, name, param=f"{where}domain")
         self.name = self.dom.name()
         self.refresh()
 
@@ -595,6 +595,7 @@ def argument_spec() -> dict[str, t.Any]:
         domain={"type": "str"},
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
         detach_timeout={"type": "float", "default": 30.0},
+        missing_domain={"type": "str", "choices": ["fail", "skip"], "default": "fail"},
         disks={"type": "list", "elements": "dict", "options": list_entry},
         **per_disk,
     )
@@ -617,7 +618,7 @@ def run(module: lv.LibvirtModule) -> None:
             raise LibvirtError("detach_timeout: must be a positive number of seconds")
         specs = ([DiskSpec.from_params(d, where=f"disks[{i}].") for i, d in enumerate(params["disks"])]
                  if batch else [DiskSpec.from_params(params)])
-        outcomes = apply_all(LibvirtDisks(module), specs, params["detach_timeout"])
+        outcomes = apply_all(LibvirtDisks(module), specs, params["detach_timeout"], params["missing_domain"])
         if batch:
             result: dict[str, t.Any] = {
                 "changed": any(o["changed"] for o in outcomes),
@@ -641,15 +642,30 @@ def shown_diff(diff: t.Mapping[str, t.Mapping[str, str]], spec: DiskSpec) -> dic
             "before_header": spec.label, "after_header": spec.label}
 
 
-def apply_all(disks: LibvirtDisks, specs: list[DiskSpec], timeout: float) -> list[dict[str, t.Any]]:
-    """Apply every spec in order; on a failure detach again what this call attached."""
+def apply_all(disks: LibvirtDisks, specs: list[DiskSpec], timeout: float,
+              missing_domain: str = "fail") -> list[dict[str, t.Any]]:
+    """Apply every spec in order; on a failure detach again what this call attached.
+
+    With ``missing_domain='skip'`` a detach from a domain that does not exist
+    is no change and a warning: the disk went with the domain.
+    """
     done: list[tuple[DiskSpec, dict[str, t.Any]]] = []
     try:
         for spec in specs:
             if spec.state == "present":
                 outcome = disks.state_present(spec)
             else:
-                outcome = disks.state_absent(spec, timeout)
+                try:
+                    outcome = disks.state_absent(spec, timeout)
+                except lv.NoDomain:
+                    if missing_domain != "skip":
+                        raise
+                    disks.module.module.warn(
+                        f"{spec.where}domain {spec.domain} does not exist on this host (destroyed and undefined); "
+                        f"its disk {spec.serial or spec.target_dev or ''} went with it")
+                    outcome = {"changed": False, "applied_to": [], "diff": {"before": {}, "after": {}},
+                               "disk": {"domain": spec.domain, "serial": spec.serial, "target_dev": spec.target_dev,
+                                        "domain_missing": True}}
             done.append((spec, outcome))
     except LibvirtError as exc:
         undone, stuck = [], []
@@ -669,6 +685,53 @@ def apply_all(disks: LibvirtDisks, specs: list[DiskSpec], timeout: float) -> lis
             raise LibvirtError(exc.msg + note, **exc.details) from None
         raise
     return [o for _s, o in done]
+
+
+def domain_inventory(conn: t.Any, names: t.Sequence[str] | None = None) -> tuple[list[dict[str, t.Any]], list[str]]:
+    """The domains of a host (all, or ``names``) with their disks, live and persistent.
+
+    Each disk is listed once with the views it is in (``live``, ``config``),
+    so a disk missing from one side (drift) shows; a block source carries the
+    kernel device under it (``block_device``). Returns (domains, names asked
+    for that do not exist).
+    """
+    from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import resolve_block
+
+    if names is None:
+        handles = list(conn.listAllDomains(0))
+        missing: list[str] = []
+    else:
+        handles, missing = [], []
+        for name in names:
+            try:
+                handles.append(lv.lookup_domain(conn, name))
+            except LibvirtError:
+                missing.append(name)
+    out = []
+    for handle in handles:
+        try:
+            dom = Domain(conn, "", handle=handle)
+        except lv.libvirt.libvirtError as exc:
+            if lv.error_code(exc) == lv.libvirt.VIR_ERR_NO_DOMAIN:
+                # Undefined while we listed: it is gone.
+                continue
+            raise LibvirtError(f"reading domain {handle.name()} failed: {lv.describe(exc)}") from None
+        disks: dict[tuple[str, str], dict[str, t.Any]] = {}
+        for view, root in dom.views().items():
+            for d in disks_of(root):
+                info = disk_info(d)
+                key = ("serial", info["serial"]) if info["serial"] else ("target", str(info["target_dev"]))
+                entry = disks.setdefault(key, dict(info, views=[]))
+                entry["views"].append(view)
+        for entry in disks.values():
+            src = entry["source"]
+            entry["block_device"] = resolve_block(src["path"]) if src.get("type") == "block" and src.get("path") \
+                else None
+        state = "shut off" if not dom.active else (
+            "paused" if handle.state()[0] == lv.libvirt.VIR_DOMAIN_PAUSED else "running")
+        out.append({"name": dom.name, "uuid": handle.UUIDString(), "state": state, "active": dom.active,
+                    "persistent": dom.persistent, "disks": list(disks.values())})
+    return sorted(out, key=lambda d: d["name"]), missing
 
 
 def info_argument_spec() -> dict[str, t.Any]:

@@ -110,7 +110,8 @@ class LibvirtSecrets:
             stored = self._store(spec, secret)
             if stored is not None:
                 after["uuid"] = stored.UUIDString()
-        return {"changed": changed, "uuid": after["uuid"] if after["uuid"] != "(new)" else None,
+        return {"changed": changed, "created": secret is None,
+                "uuid": after["uuid"] if after["uuid"] != "(new)" else None,
                 "usage_type": spec.usage_type, "usage": spec.usage, "diff": {"before": before, "after": after}}
 
     @skip_if_check_mode
@@ -142,6 +143,21 @@ class LibvirtSecrets:
         except lv.libvirt.libvirtError as exc:
             raise LibvirtError(f"{spec.where}removing the secret for {spec.usage} failed: {lv.describe(exc)}") \
                 from None
+
+
+def list_secrets(conn: t.Any, prefix: str = "openvolume/") -> list[dict[str, t.Any]]:
+    """The host's libvirt secrets whose usage starts with ``prefix`` (ours), without values."""
+    kinds = {getattr(lv.libvirt, const): name for name, (const, _tag) in USAGE.items()}
+    out = []
+    try:
+        for secret in conn.listAllSecrets(0):
+            usage = secret.usageID()
+            if usage and usage.startswith(prefix):
+                out.append({"uuid": secret.UUIDString(), "usage_type": kinds.get(secret.usageType(), "other"),
+                            "usage": usage})
+    except lv.libvirt.libvirtError as exc:
+        raise LibvirtError(f"listing the libvirt secrets failed: {lv.describe(exc)}") from None
+    return sorted(out, key=lambda s: s["usage"])
 
 
 def _per_secret() -> dict[str, t.Any]:
@@ -178,11 +194,19 @@ def run(module: lv.LibvirtModule) -> None:
         try:
             for spec in specs:
                 outcomes.append(manager.state_present(spec) if spec.state == "present" else manager.state_absent(spec))
-        except LibvirtError:
-            # Nothing half-done: secrets this task defined go again.
+        except LibvirtError as exc:
+            # Nothing half-done: secrets this task defined go again. A failed
+            # undo is added to the error, never put in its place.
+            stuck = []
             for spec, outcome in zip(specs, outcomes, strict=False):
-                if spec.state == "present" and outcome["changed"] and not outcome["diff"]["before"]:
-                    manager.state_absent(spec)
+                if spec.state == "present" and outcome["created"]:
+                    try:
+                        manager.state_absent(spec)
+                    except LibvirtError as undo:
+                        stuck.append(f"{spec.usage} ({undo.msg})")
+            if stuck:
+                raise LibvirtError(f"{exc.msg}; the secrets this task defined could NOT all be removed again: "
+                                   f"{'; '.join(stuck)}", **exc.details) from None
             raise
         if batch:
             result: dict[str, t.Any] = {

@@ -10,6 +10,7 @@ kernel documents it (``/sys/block/sdX/device/delete``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import typing as t
 from dataclasses import dataclass
@@ -209,6 +210,23 @@ class ScsiDevices:
         self.multipath.flush(mpath=mpath)
         if not wait_for(lambda: not os.path.exists(f"/sys/block/{mpath.dm}"), timeout=timeout):
             raise DeviceError(f"multipath map {mpath.name} is still there {timeout:g}s after the flush")
+
+
+def resolve_block(path: str) -> dict[str, t.Any] | None:
+    """The kernel block device behind ``path`` (a by-path link, a map, /dev/sdX), or None if absent.
+
+    For a device-mapper map, its ``slaves`` are the SCSI disks under it: what
+    tells which LUN a domain's disk really uses.
+    """
+    real = os.path.realpath(path)
+    name = os.path.basename(real)
+    if not real.startswith("/dev/") or not os.path.exists(f"/sys/class/block/{name}"):
+        return None
+    slaves: list[str] = []
+    if name.startswith("dm-"):
+        with contextlib.suppress(OSError):
+            slaves = sorted(os.listdir(f"/sys/class/block/{name}/slaves"))
+    return {"name": name, "slaves": slaves}
 
 
 def initiator_name(path: str = "/etc/iscsi/initiatorname.iscsi") -> str | None:

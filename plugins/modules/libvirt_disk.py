@@ -140,6 +140,17 @@ options:
     description: Seconds to wait for the guest to release a detached disk.
     type: float
     default: 30
+  missing_domain:
+    description:
+      - What a detach (O(state=absent)) does when the domain does not exist.
+      - V(fail) fails the task, naming the domain.
+      - V(skip) changes nothing for that disk and warns that the domain is gone (a domain destroyed and undefined
+        took its disks with it); the disk's result has C(domain_missing=true). The volume_detach role uses this
+        to free the volumes of deleted domains.
+      - An attach (O(state=present)) to a missing domain always fails.
+    type: str
+    choices: [fail, skip]
+    default: fail
   disks:
     description:
       - Many disks in one task, each a dict with the per-disk options above plus O(domain) and O(state).
