@@ -8,6 +8,7 @@ import typing as t
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.openvolume.compute.plugins.module_utils import _host_usage
 from ansible_collections.openvolume.compute.plugins.module_utils._common import is_secret_key
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
     IscsiError,
@@ -82,29 +83,81 @@ def public_connection_info(conn: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     return out
 
 
+def stored_connection_info(
+    item: t.Mapping[str, t.Any],
+    catalogue: t.Mapping[str, t.Any],
+    *,
+    target_dev: str | None = None,
+    device_path: str | None = None,
+    wwid: str | None = None,
+) -> dict[str, t.Any]:
+    """The connection_info an attachment stores: complete (CHAP included, as Cinder stores it).
+
+    Under ``openvolume`` it carries what a detach, a rollback or reconcile
+    needs besides: the attach mode, the libvirt secret's usage, the disk's
+    serial and target, the device the host used and its WWID. It is stored
+    with the reservation already, before anything is connected, so that
+    whoever comes after a crash has what it needs (seed 004).
+    """
+    conn = connection_info(catalogue[item["volume_id"]], item["volume_id"])
+    conn["openvolume"] = {
+        "attach_mode": item["mode"],
+        "multipath": item.get("multipath", False),
+        "secret_usage": item.get("secret_usage"),
+        "serial": item["volume_id"],
+        "target_dev": target_dev or item.get("target_dev"),
+        "device_path": device_path,
+        "wwid": wwid,
+    }
+    return conn
+
+
+def reserve_entries(
+    plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping[str, t.Any]
+) -> list[dict[str, t.Any]]:
+    """volume_reservation entries that reserve (or take over) the plan's attachments, connection_info included.
+
+    Each attachment goes to the transitional state its item names
+    (``reserve_state``: ``attaching``, or ``detaching`` for a detach that a
+    crashed run left, which this run then rolls back to in-use). A ``present``
+    entry first creates the record with the catalogue's multiattach.
+    """
+    entries: list[dict[str, t.Any]] = []
+    for item in plan:
+        entries.append({"volume_id": item["volume_id"], "state": "present", "multiattach": item["multiattach"]})
+        entry: dict[str, t.Any] = {"volume_id": item["volume_id"], "state": item.get("reserve_state", "attaching"),
+                                   "instance": item["instance"], "host": item["host"]}
+        if entry["state"] == "attaching":
+            entry["mode"] = "ro" if item.get("readonly") else "rw"
+            entry["connection_info"] = stored_connection_info(item, catalogue)
+        entries.append(entry)
+    return entries
+
+
 def in_use_entries(
     plan: t.Sequence[t.Mapping[str, t.Any]],
     catalogue: t.Mapping[str, t.Any],
     disks: t.Sequence[t.Mapping[str, t.Any]],
-    devices: t.Mapping[str, str] | None = None,
+    sessions: t.Any = None,
 ) -> list[dict[str, t.Any]]:
     """volume_reservation entries that mark the plan's attachments in-use.
 
-    ``connection_info`` is complete (CHAP included, as Cinder stores it) and
-    carries what the detach needs under ``openvolume``: the attach mode, the
-    device the host used, the disk's target and the libvirt secret's usage.
-    ``disks`` are libvirt_disk's per-disk results, in plan order.
+    ``disks`` are libvirt_disk's per-disk results, in plan order; ``sessions``
+    the registered iscsi_session loop (the device and WWID each volume got).
+    Items that are not being attached (a ``repair`` of a disk in use) stay
+    as they are.
     """
+    by_volume = _session_results(sessions)
     entries = []
     for item, disk in zip(plan, disks, strict=True):
-        conn = connection_info(catalogue[item["volume_id"]], item["volume_id"])
-        conn["openvolume"] = {
-            "attach_mode": item["mode"],
-            "multipath": item.get("multipath", False),
-            "secret_usage": item.get("secret_usage"),
-            "device_path": (devices or {}).get(item["volume_id"]),
-            "target_dev": disk.get("target_dev"),
-        }
+        if item.get("action", "attach") != "attach":
+            continue
+        res = by_volume.get(item["volume_id"]) or {}
+        conn = stored_connection_info(
+            item, catalogue, target_dev=disk.get("target_dev"),
+            device_path=res.get("multipath_device") or res.get("by_path"),
+            wwid=res.get("wwid") or res.get("wwn"),
+        )
         entries.append({
             "volume_id": item["volume_id"],
             "state": "in-use",
@@ -166,6 +219,16 @@ def disk_specs(
     return specs
 
 
+def _session_results(sessions: t.Any) -> dict[str, t.Mapping[str, t.Any]]:
+    """Volume id -> its iscsi_session result, from the registered loop."""
+    out: dict[str, t.Mapping[str, t.Any]] = {}
+    for res in (sessions or {}).get("results", []) if isinstance(sessions, t.Mapping) else []:
+        item = res.get("item") or {}
+        if item.get("volume_id") and not res.get("skipped"):
+            out[item["volume_id"]] = res
+    return out
+
+
 def session_devices(sessions: t.Any) -> dict[str, str]:
     """Volume id -> block device path, from the registered iscsi_session loop.
 
@@ -173,11 +236,8 @@ def session_devices(sessions: t.Any) -> dict[str, str]:
     used, so the disk's diff still shows where it would come from.
     """
     devices: dict[str, str] = {}
-    for res in (sessions or {}).get("results", []) if isinstance(sessions, t.Mapping) else []:
+    for vid, res in _session_results(sessions).items():
         item = res.get("item") or {}
-        vid = item.get("volume_id")
-        if not vid or res.get("skipped"):
-            continue
         path = res.get("multipath_device") or res.get("by_path")
         if not path and item.get("connection_info"):
             data = item["connection_info"]["data"]
@@ -256,16 +316,26 @@ def attach_plan(
     one_instance: str | None = None,
     default_mode: str = "host",
     default_bus: str = "virtio",
+    truth: t.Mapping[str, t.Any] | None = None,
 ) -> list[dict[str, t.Any]]:
     """The work of the volume_attach role, one item per requested attachment.
 
-    Each item has the volume's ``connection_info`` (from the catalogue), the
-    attach ``mode`` (``host``: kernel session and block disk; ``qemu``: QEMU's
-    own iSCSI client and a libvirt secret), the disk to hot-plug, and
-    ``attached``: whether the reservation store already has the attachment
-    in use, in which case the role leaves it alone.
+    Each item has the volume's public ``connection_info`` (from the
+    catalogue), the attach ``mode`` (``host``: kernel session and block disk;
+    ``qemu``: QEMU's own iSCSI client and a libvirt secret), the disk to
+    hot-plug, the state the store records (``record_state``) and the
+    ``action``:
+
+    * ``attach``: reserve (or take over what a crashed run left:
+      ``reserve_state`` is the transitional state to hold), connect,
+      hot-plug, mark in-use;
+    * ``repair``: in use, but the host's ``truth`` (volume_host_info) shows
+      the disk missing from the live domain or the persistent config:
+      connect and hot-plug again, the record stays in-use;
+    * ``none``: in use and, as far as the truth tells, complete.
     """
     by_id = {r.get("volume_id"): r for r in records or []}
+    state = _host_usage.HostTruth(truth)
     plan = []
     seen = set()
     for req in _requests(requests, one_volume, one_instance, "volume_attach"):
@@ -283,10 +353,16 @@ def attach_plan(
         if mode not in ("host", "qemu"):
             raise AnsibleFilterError(f"volume_attach: volume {vid}: attach_mode must be host or qemu, got {mode}")
         att = _attachment(by_id.get(vid), inst)
-        if att is not None and att.get("status") == "in-use" and att.get("host") not in (None, host):
+        if att is not None and att.get("host") not in (None, host):
             raise AnsibleFilterError(
-                f"volume_attach: volume {vid} is in use by {inst} on {att.get('host')}, not {host}"
+                f"volume_attach: volume {vid} is {att.get('status')} by {inst} on {att.get('host')}, not {host}"
             )
+        record_state = str(att.get("status")) if att else "available"
+        if record_state == "in-use":
+            missing = state.missing_views(inst, vid) if state.known else []
+            action = "repair" if missing is None or missing else "none"
+        else:
+            action = "attach"
         data = conn["data"]
         secret_usage = f"openvolume/{vid}" if data.get("auth_username") else None
         multipath = bool(req.get("multipath", entry.get("multipath", False)))
@@ -317,7 +393,12 @@ def attach_plan(
             # the catalogue inside the module arguments that need them.
             "connection_info": public_connection_info(conn),
             "secret_usage": secret_usage if mode == "qemu" else None,
-            "attached": bool(att is not None and att.get("status") == "in-use"),
+            "record_state": record_state,
+            "lapsed": bool(att and att.get("lapsed")),
+            "reserve_state": "detaching" if record_state in ("detaching", "error_detaching") else "attaching",
+            "disk_present": bool(state.disk(inst, vid)),
+            "action": action,
+            "attached": record_state == "in-use",
         })
     return plan
 
@@ -328,15 +409,21 @@ def detach_plan(
     host: str,
     one_volume: str | None = None,
     one_instance: str | None = None,
+    truth: t.Mapping[str, t.Any] | None = None,
 ) -> list[dict[str, t.Any]]:
     """The work of the volume_detach role, one item per requested attachment.
 
     Everything needed to disconnect comes from the attachment's stored
     ``connection_info`` (the lesson of seed 004), not from the catalogue. An
     attachment that is not there, or not on this host, is ``attached: false``
-    and left alone.
+    and left alone. ``begin_state`` is the transitional state the detach
+    holds: ``detaching`` (from in-use, or a detach a crashed run left) or
+    ``attaching`` (an attach a crashed run left: it is released, then
+    unreserved). ``domain_missing`` (from the host's ``truth``): the domain
+    was destroyed and undefined behind our back; its disk went with it.
     """
     by_id = {r.get("volume_id"): r for r in records or []}
+    state = _host_usage.HostTruth(truth)
     plan = []
     for req in _requests(requests, one_volume, one_instance, "volume_detach"):
         vid, inst = str(req["volume"]), str(req["instance"])
@@ -345,27 +432,221 @@ def detach_plan(
         if att is None or att.get("host") not in (None, host):
             plan.append(item)
             continue
-        if att.get("status") not in ("in-use", "detaching", "error_detaching"):
-            raise AnsibleFilterError(
-                f"volume_detach: volume {vid} is {att.get('status')} for {inst}; wait for the attach to finish "
-                "or repair it with openvolume.compute.volume_reservation"
-            )
+        status = str(att.get("status"))
         conn = att.get("connection_info") or {}
         extra = conn.get("openvolume") or {}
-        if not conn.get("data"):
+        data = conn.get("data") or {}
+        # An attaching without it is one of an earlier version that crashed
+        # before anything was stored: there is nothing to disconnect.
+        if not data and status in ("in-use", "detaching", "error_detaching"):
             raise AnsibleFilterError(
                 f"volume_detach: volume {vid} has no connection_info for {inst}; nothing says how to disconnect it"
             )
         item.update(
             attached=True,
-            status=att.get("status"),
+            status=status,
+            lapsed=bool(att.get("lapsed")),
+            begin_state="attaching" if status in ("attaching", "error_attaching") else "detaching",
             mode=extra.get("attach_mode", "host"),
             multipath=bool(extra.get("multipath", False)),
             secret_usage=extra.get("secret_usage"),
+            target=data.get("target_iqn"),
+            lun=data.get("target_lun"),
+            portals=data.get("target_portals") or ([data["target_portal"]] if data.get("target_portal") else []),
+            wwid=extra.get("wwid"),
             connection_info=conn,
+            domain_missing=state.domain_exists(inst) is False,
         )
         plan.append(item)
     return plan
+
+
+def begin_entries(plan: t.Sequence[t.Mapping[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """volume_reservation entries with which the detach role holds its attachments (``begin_state``)."""
+    return [{"volume_id": i["volume_id"], "state": i["begin_state"], "instance": i["instance"], "host": i["host"]}
+            for i in plan]
+
+
+def detach_rollback_entries(plan: t.Sequence[t.Mapping[str, t.Any]], disks_gone: bool) -> list[dict[str, t.Any]]:
+    """volume_reservation entries that end a failed detach.
+
+    Before the disks left the domains: back to in-use (Cinder's
+    roll_detaching). After: error_detaching, the host side half
+    disconnected, for a re-run, reconcile or an operator. An attach a
+    crashed run left (held as attaching) ends error_attaching either way.
+    """
+    entries = []
+    for item in plan:
+        if item.get("begin_state") == "attaching":
+            state = "error_attaching"
+        else:
+            state = "error_detaching" if disks_gone else "in-use"
+        entries.append({"volume_id": item["volume_id"], "state": state, "instance": item["instance"]})
+    return entries
+
+
+def host_release(
+    items: t.Sequence[t.Mapping[str, t.Any]],
+    records: t.Sequence[t.Mapping[str, t.Any]],
+    host: str,
+    truth: t.Mapping[str, t.Any] | None = None,
+) -> list[dict[str, t.Any]]:
+    """What may be disconnected and removed on ``host`` for these detach-plan items.
+
+    The decision is ``_host_usage.release``: only what no other attachment
+    recorded on the host and no other disk of any domain there uses. Each
+    result is the item with ``remove_secret``, ``disconnect``,
+    ``remove_node_records`` and ``kept`` (why something stays) added.
+    """
+    decisions = _host_usage.release(items, records, host, truth)
+    return [dict(item, **decision) for item, decision in zip(items, decisions, strict=True)]
+
+
+def attach_undo(
+    plan: t.Sequence[t.Mapping[str, t.Any]],
+    records: t.Sequence[t.Mapping[str, t.Any]],
+    host: str,
+    results: t.Mapping[str, t.Any],
+    truth: t.Mapping[str, t.Any] | None = None,
+) -> dict[str, t.Any]:
+    """What the attach role's rollback undoes on the host: only what this run changed, and nobody else uses.
+
+    ``results`` are the registered results of the steps (``reserved``,
+    ``nodes``, ``sessions``, ``secrets``, ``disks``). A disk this run
+    hot-plugged is detached (a ``repair`` item's disk stays: it was in use
+    before); a session this run logged in, a node record or a libvirt secret
+    this run created goes only when no other attachment on the host uses it
+    (``_host_usage.release``, with the store's records read now).
+    """
+    todo = [i for i in plan if i.get("action") == "attach"]
+    disks = [
+        {"domain": d["domain"], "serial": d["serial"], "state": "absent"}
+        for d, item in zip(_results(results.get("disks"), "disks"), _non_none(plan), strict=False)
+        if d.get("changed") and d.get("serial") and item.get("action") == "attach"
+    ]
+    created_secrets = {s.get("usage") for s in _results(results.get("secrets"), "secrets")
+                       if s.get("changed") and s.get("created")}
+    logged_in = {
+        res["item"]["volume_id"] for res in _results(results.get("sessions"), "results")
+        if res.get("logged_in") and not res.get("skipped") and res.get("item")
+    }
+    created_nodes = [
+        {"target": res.get("target"), "portal": res.get("portal"), "volume_id": (res.get("item") or [{}])[0].get(
+            "volume_id")}
+        for res in _results(results.get("nodes"), "results") if res.get("created")
+    ]
+    items = [
+        {"volume_id": i["volume_id"], "instance": i["instance"], "mode": i["mode"],
+         "secret_usage": i.get("secret_usage"), "target": i["connection_info"]["data"]["target_iqn"],
+         "lun": i["connection_info"]["data"]["target_lun"]}
+        for i in todo
+    ]
+    decisions = {(d["volume_id"], d["instance"]): d for d in _host_usage.release(items, records, host, truth)}
+    secrets, sessions, nodes, kept = [], [], [], []
+    for item in todo:
+        decision = decisions[(item["volume_id"], item["instance"])]
+        kept.extend(decision["kept"])
+        if decision["remove_secret"] and decision["remove_secret"] in created_secrets:
+            secrets.append({"usage_type": "iscsi", "usage": decision["remove_secret"], "state": "absent"})
+        if decision["disconnect"] and item["volume_id"] in logged_in:
+            data = item["connection_info"]["data"]
+            sessions.append({"target": data["target_iqn"], "portals": item["portals"], "lun": data["target_lun"]})
+        if decision["remove_node_records"]:
+            nodes += [{"target": n["target"], "portal": n["portal"]} for n in created_nodes
+                      if n["volume_id"] == item["volume_id"]]
+    return {"disks": disks, "secrets": secrets, "sessions": sessions, "nodes": nodes, "kept": kept}
+
+
+def attach_unreserve_entries(
+    plan: t.Sequence[t.Mapping[str, t.Any]],
+    reserved: t.Any,
+    disks_result: t.Any,
+    undo_failed: bool,
+) -> list[dict[str, t.Any]]:
+    """volume_reservation entries that end what the attach role reserved or took over, after a failure.
+
+    ``available`` only when the domain is left without the disk: it was not
+    there before this run, and this run's hot-plug (if any) was undone.
+    Otherwise, or when a host-side undo failed, the error state of the
+    transition the run held (``error_attaching``/``error_detaching``), for
+    reconcile or an operator: never a free volume whose disk is attached.
+    """
+    # Only what this run holds: a reservation task that failed changed
+    # nothing (its batch is all-or-nothing), and ending an attachment this
+    # run does not hold would take over someone else's.
+    held = {r.get("volume_id") for r in _results(reserved, "volumes") if r.get("changed")}
+    attached_now = {d.get("serial") for d, i in zip(_results(disks_result, "disks"), _non_none(plan), strict=False)
+                    if d.get("changed") and i.get("action") == "attach"}
+    entries = []
+    for item in plan:
+        if item.get("action") != "attach" or item["volume_id"] not in held:
+            continue
+        attaching = item.get("reserve_state", "attaching") == "attaching"
+        disk_left = item.get("disk_present") or (undo_failed and item["volume_id"] in attached_now)
+        if undo_failed or disk_left:
+            state = "error_attaching" if attaching else "error_detaching"
+        else:
+            state = "available"
+        entries.append({"volume_id": item["volume_id"], "state": state, "instance": item["instance"]})
+    return entries
+
+
+def _results(result: t.Any, key: str) -> list[t.Mapping[str, t.Any]]:
+    if not isinstance(result, t.Mapping) or result.get("skipped"):
+        return []
+    return [r for r in result.get(key) or [] if isinstance(r, t.Mapping)]
+
+
+def _non_none(plan: t.Sequence[t.Mapping[str, t.Any]]) -> list[t.Mapping[str, t.Any]]:
+    return [i for i in plan if i.get("action") != "none"]
+
+
+def reconcile_plan(
+    records: t.Sequence[t.Mapping[str, t.Any]],
+    host: str,
+    truth: t.Mapping[str, t.Any] | None,
+    catalogue: t.Mapping[str, t.Any] | None = None,
+    volumes: t.Sequence[str] | None = None,
+) -> dict[str, t.Any]:
+    """The differences between the store and one host, and the work that repairs them (``_host_usage.reconcile``).
+
+    ``truth`` None means the host could not be read (unreachable): its
+    attachments are listed and left as they are. ``volumes`` (empty: all)
+    limits reconcile to those volume ids.
+    """
+    catalogue = catalogue or {}
+    scope = set(volumes) if volumes else None
+    if truth is None:
+        rows = [{"volume": u.volume_id, "host": host, "instance": u.instance, "store": u.status,
+                 "host_has": "unreachable", "action": "none: the host could not be read, left as it is"}
+                for u in _host_usage.recorded(records, host) if scope is None or u.volume_id in scope]
+        return {"rows": rows, "attach": [], "detach": [], "secrets": [], "luns": [], "nodes": []}
+    targets = [str(v["target_iqn"]) for k, v in catalogue.items()
+               if isinstance(v, t.Mapping) and v.get("target_iqn") and (scope is None or k in scope)]
+    return _host_usage.reconcile(records, host, truth, our_targets=targets, known_volumes=list(catalogue),
+                                 volumes=scope)
+
+
+def reconcile_elsewhere(
+    records: t.Sequence[t.Mapping[str, t.Any]], hosts: t.Iterable[str], volumes: t.Sequence[str] | None = None
+) -> list[dict[str, t.Any]]:
+    """Rows for the attachments recorded on hosts that are not in this run (left as they are)."""
+    here = set(hosts)
+    return [
+        {"volume": r.get("volume_id"), "host": a.get("host"), "instance": a.get("instance"), "store": a.get("status"),
+         "host_has": "-", "action": "none: the host is not in this run"}
+        for r in records or [] for a in r.get("attachments") or []
+        if a.get("host") not in here and (not volumes or r.get("volume_id") in volumes)
+    ]
+
+
+def reconcile_table(rows: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
+    """Reconcile's differences as the lines of a text table."""
+    if not rows:
+        return ["no differences between the reservation store and the hosts"]
+    header = ["volume", "host", "instance", "store says", "host has", "action"]
+    keys = ["volume", "host", "instance", "store", "host_has", "action"]
+    return _table(header, [[r.get(k, "-") for k in keys] for r in rows])
 
 
 def failure_message(result: t.Any) -> str:
@@ -384,7 +665,8 @@ def failure_message(result: t.Any) -> str:
 def _table(header: list[str], rows: t.Sequence[t.Sequence[t.Any]]) -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, r)) for r in rows]
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, r)) for r in rows]
+    return [line.rstrip() for line in lines]
 
 
 def volume_table(records: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
@@ -430,4 +712,13 @@ class FilterModule:
             "undo_secret_specs": undo_secret_specs,
             "detach_plan": detach_plan,
             "failure_message": failure_message,
+            "reserve_entries": reserve_entries,
+            "host_release": host_release,
+            "begin_entries": begin_entries,
+            "detach_rollback_entries": detach_rollback_entries,
+            "attach_undo": attach_undo,
+            "attach_unreserve_entries": attach_unreserve_entries,
+            "reconcile_plan": reconcile_plan,
+            "reconcile_table": reconcile_table,
+            "reconcile_elsewhere": reconcile_elsewhere,
         }

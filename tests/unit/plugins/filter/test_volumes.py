@@ -63,6 +63,7 @@ from ansible_collections.openvolume.compute.plugins.filter.volumes import (  # n
     disk_specs,
     in_use_entries,
     reservation_entries,
+    reserve_entries,
     session_devices,
     undo_disk_specs,
 )
@@ -91,8 +92,9 @@ def test_attach_plan_items_and_no_secrets() -> None:
 
 def test_attach_plan_skips_what_is_in_use_and_refuses_another_host() -> None:
     records = [{"volume_id": "vol-01", "attachments": [{"instance": "d1", "host": "h1", "status": "in-use"}]}]
-    assert attach_plan([], CATALOGUE, records, "h1", one_volume="vol-01", one_instance="d1")[0]["attached"]
-    with pytest.raises(AnsibleFilterError, match="in use by d1 on h1, not h2"):
+    item = attach_plan([], CATALOGUE, records, "h1", one_volume="vol-01", one_instance="d1")[0]
+    assert item["attached"] and item["action"] == "none"
+    with pytest.raises(AnsibleFilterError, match="is in-use by d1 on h1, not h2"):
         attach_plan([], CATALOGUE, records, "h2", one_volume="vol-01", one_instance="d1")
 
 
@@ -109,6 +111,32 @@ def test_attach_plan_skips_what_is_in_use_and_refuses_another_host() -> None:
 def test_attach_plan_errors(requests: list, kwargs: dict, message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         attach_plan(requests, CATALOGUE, [], "h1", **kwargs)
+
+
+def test_attach_plan_actions_from_the_host_truth() -> None:
+    src = {"type": "network", "protocol": "iscsi", "name": "x/1"}
+    records = [{"volume_id": v, "attachments": [{"instance": "d1", "host": "h1", "status": s, "lapsed": True}]}
+               for v, s in (("vol-01", "in-use"), ("vol-02", "detaching"))]
+    truth = {"domains": [{"name": "d1", "active": True, "persistent": True,
+                          "disks": [{"serial": "vol-01", "views": ["live"], "source": src}]}]}
+    reqs = [{"volume": "vol-01", "instance": "d1"}, {"volume": "vol-02", "instance": "d1"}]
+    drifted, crashed = attach_plan(reqs, CATALOGUE, records, "h1", truth=truth)
+    assert (drifted["action"], drifted["record_state"]) == ("repair", "in-use")
+    # A detach a crashed run left: held again as detaching, then rolled back to in-use.
+    assert (crashed["action"], crashed["reserve_state"], crashed["lapsed"]) == ("attach", "detaching", True)
+    truth["domains"][0]["disks"][0]["views"] = ["live", "config"]
+    assert attach_plan(reqs, CATALOGUE, records, "h1", truth=truth)[0]["action"] == "none"
+
+
+def test_reserve_entries_store_the_connection_info() -> None:
+    plan = attach_plan([{"volume": "vol-01", "instance": "d1"}], CATALOGUE, [], "h1")
+    present, reserve = reserve_entries(plan, CATALOGUE)
+    assert present == {"volume_id": "vol-01", "state": "present", "multiattach": False}
+    assert reserve["state"] == "attaching" and reserve["host"] == "h1"
+    assert reserve["connection_info"]["data"]["auth_password"] == "p"
+    assert reserve["connection_info"]["openvolume"] == {
+        "attach_mode": "qemu", "multipath": False, "secret_usage": "openvolume/vol-01", "serial": "vol-01",
+        "target_dev": None, "device_path": None, "wwid": None}
 
 
 def test_reservation_and_disk_entries() -> None:
@@ -132,7 +160,7 @@ def test_host_mode_devices_from_sessions_and_in_use() -> None:
     assert session_devices({"results": [{"item": plan[0]}]})["vol-02"].startswith("/dev/disk/by-path/ip-127.0.0.1:3260")
     with pytest.raises(AnsibleFilterError, match="no device for volume vol-02"):
         disk_specs(plan, {"results": []})
-    entry = in_use_entries(plan, CATALOGUE, [{"target_dev": "sdb"}], {"vol-02": "/dev/mapper/m"})[0]
+    entry = in_use_entries(plan, CATALOGUE, [{"target_dev": "sdb"}], sessions)[0]
     assert entry["mountpoint"] == "/dev/sdb" and entry["state"] == "in-use"
     assert entry["connection_info"]["openvolume"]["device_path"] == "/dev/mapper/m"
     assert entry["connection_info"]["openvolume"]["attach_mode"] == "host"
@@ -176,3 +204,60 @@ def test_failure_message_of_a_plain_task_is_its_msg() -> None:
 
     assert failure_message({"failed": True, "msg": "no domain named 'x'"}) == "no domain named 'x'"
     assert failure_message({"failed": True, "results": [{"failed": True}]}).startswith("{")
+
+
+# --- rollback decisions of the roles -------------------------------------------------------
+from ansible_collections.openvolume.compute.plugins.filter.volumes import (  # noqa: E402
+    attach_undo,
+    attach_unreserve_entries,
+    detach_rollback_entries,
+    host_release,
+)
+
+
+def test_attach_undo_only_what_this_run_changed_and_nobody_uses() -> None:
+    plan = attach_plan([{"volume": "vol-02", "instance": "d2", "mode": "qemu"}], CATALOGUE, [], "h1")
+    plan[0]["secret_usage"] = "openvolume/vol-02"
+    results = {"disks": {"disks": [{"domain": "d2", "serial": "vol-02", "changed": True}]},
+               "secrets": {"secrets": [{"usage": "openvolume/vol-02", "changed": True, "created": False}]}}
+    undo = attach_undo(plan, [], "h1", results)
+    assert undo["disks"] == [{"domain": "d2", "serial": "vol-02", "state": "absent"}]
+    # The secret existed before this run (its value was only updated): it stays.
+    assert undo["secrets"] == []
+    results["secrets"]["secrets"][0]["created"] = True
+    assert attach_undo(plan, [], "h1", results)["secrets"] == [
+        {"usage_type": "iscsi", "usage": "openvolume/vol-02", "state": "absent"}]
+    # Created by this run, but another domain on the host was attached meanwhile: it stays.
+    other = [{"volume_id": "vol-02", "attachments": [{"instance": "d1", "host": "h1", "status": "in-use",
+              "connection_info": {"data": {}, "openvolume": {"attach_mode": "qemu",
+                                                             "secret_usage": "openvolume/vol-02"}}}]}]
+    undo = attach_undo(plan, other, "h1", results)
+    assert undo["secrets"] == [] and "used by d1" in undo["kept"][0]
+
+
+def test_attach_unreserve_never_frees_a_volume_whose_disk_may_be_attached() -> None:
+    plan = attach_plan([{"volume": "vol-01", "instance": "d1"}, {"volume": "vol-02", "instance": "d1"}],
+                       CATALOGUE, [], "h1")
+    reserved = {"volumes": [{"volume_id": "vol-01", "changed": True}, {"volume_id": "vol-02", "changed": True}]}
+    assert [e["state"] for e in attach_unreserve_entries(plan, reserved, {}, False)] == ["available", "available"]
+    # A host-side undo failed: nobody knows what is left.
+    assert [e["state"] for e in attach_unreserve_entries(plan, reserved, {}, True)] == ["error_attaching"] * 2
+    # The disk was there before this run (a crashed run's hot-plug it took over): error, not available.
+    plan[1]["disk_present"] = True
+    assert [e["state"] for e in attach_unreserve_entries(plan, reserved, {}, False)] == [
+        "available", "error_attaching"]
+    # Not held by this run (its reserve failed): not touched.
+    assert attach_unreserve_entries(plan, {"failed": True, "msg": "x"}, {}, False) == []
+
+
+def test_detach_rollback_entries() -> None:
+    plan = [{"volume_id": "a", "instance": "d", "begin_state": "detaching"},
+            {"volume_id": "b", "instance": "d", "begin_state": "attaching"}]
+    assert [e["state"] for e in detach_rollback_entries(plan, False)] == ["in-use", "error_attaching"]
+    assert [e["state"] for e in detach_rollback_entries(plan, True)] == ["error_detaching", "error_attaching"]
+
+
+def test_host_release_adds_the_decision_to_the_items() -> None:
+    items = [{"volume_id": "v", "instance": "d", "mode": "qemu", "secret_usage": "openvolume/v"}]
+    (out,) = host_release(items, [], "h1", {})
+    assert out["remove_secret"] == "openvolume/v" and out["instance"] == "d"
