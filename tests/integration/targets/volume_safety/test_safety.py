@@ -1,0 +1,441 @@
+"""Never two writers, never a disk pulled from a live guest (issue 14), on the real lab.
+
+Each case runs the collection's playbooks as a user would (attach.yml,
+detach.yml, reconcile.yml against inventories/lab, qemu mode: QEMU's own
+iSCSI client to tgtd and a libvirt secret), kills the controller (SIGKILL
+to its whole process group) at a step, and checks what libvirt, tgtd and
+the store hold afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import typing as t
+
+import pytest
+from safety_lab import (
+    INVENTORY,
+    Run,
+    Store,
+    disks,
+    domain,
+    has_disk,
+    play,
+    qemu_io,
+    read_lun,
+    remove_domain,
+    secrets,
+    virsh,
+    wait_for_file,
+)
+
+# pytest-xdist runs cases side by side: each worker has its own domains and
+# volumes (and each case its own store), and reconcile is limited to the
+# case's volumes, so that cases never see each other's work.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+DOM1, DOM2, DOM3 = (f"ovt-s{WORKER}-{n}" for n in (1, 2, 3))
+VOLS = [f"vol-{11 + 3 * WORKER + n:02d}" for n in range(3)]
+assert WORKER < 3, "the lab has volumes for three workers (vol-11 .. vol-19)"
+
+# Kill points: the task that never starts (everything before it is done).
+ATTACH_KILLS = {
+    "before-reserve": "Reserve the volumes",
+    "after-reserve": "Libvirt secrets for CHAP",
+    "after-secret": "Hot-plug the disks",
+    "after-hotplug": "Mark the volumes in-use",
+}
+DETACH_KILLS = {
+    "after-begin": "Detach the disks and wait",
+    "after-unplug": "Decide what this host no longer needs",
+    "after-secret": "Detached (detaching -> available)",
+}
+
+
+def changed(run: Run, host: str = "lab-compute-1") -> int:
+    m = re.search(rf"^{re.escape(host)}\s*:.*changed=(\d+)", run.out, re.M)
+    assert m, run.out[-3000:]
+    return int(m.group(1))
+
+
+def ok(run: Run) -> Run:
+    assert run.rc == 0, run.out[-6000:]
+    return run
+
+
+def killed(run: Run) -> Run:
+    assert run.rc == -9 and "ov_fault: SIGKILL" in run.out, run.out[-4000:]
+    return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def domains() -> t.Iterator[None]:
+    for name in (DOM1, DOM2, DOM3):
+        remove_domain(name)
+        domain(name)
+    yield
+    for name in (DOM1, DOM2, DOM3):
+        remove_domain(name)
+
+
+@pytest.fixture
+def store(tmp_path: t.Any) -> t.Iterator[Store]:
+    s = Store("sqlite", str(tmp_path), lease_ttl=300)
+    yield s
+    clean(s)
+
+
+def clean(store: Store) -> None:
+    """Leave the domains as they were: detach the case's disks, drop its secrets."""
+    mine = set(store.volumes) | set(VOLS)
+    for name in (DOM1, DOM2, DOM3):
+        for live in (True, False):
+            for serial, disk in disks(name, live=live).items():
+                if serial in mine:
+                    virsh("detach-disk", name, disk["target"], "--live" if live else "--config", check=False)
+    for line in virsh("secret-list").splitlines():
+        uuid_ = line.split()[0]
+        usage = virsh("secret-dumpxml", uuid_, check=False)
+        if any(f"openvolume/{v}<" in usage for v in mine):
+            virsh("secret-undefine", uuid_, check=False)
+    store.cleanup()
+
+
+def use(store: Store, *volumes: str) -> None:
+    """The volumes a case works on (reconcile is limited to them)."""
+    store.volumes = sorted(set(store.volumes) | set(volumes))
+
+
+def attach(store: Store, volume: str, instance: str, **kw: t.Any) -> Run:
+    use(store, volume)
+    return play("attach.yml", store, extra={"volume": volume, "instance": instance}, **kw)  # type: ignore[return-value]
+
+
+def detach(store: Store, volume: str, instance: str, **kw: t.Any) -> Run:
+    return play("detach.yml", store, extra={"volume": volume, "instance": instance}, **kw)  # type: ignore[return-value]
+
+
+def reconcile(store: Store, **kw: t.Any) -> Run:
+    return play("reconcile.yml", store, extra={"volume_reconcile_volumes": store.volumes},  # type: ignore[return-value]
+                **kw)
+
+
+def assert_attached(store: Store, volume: str, instance: str) -> None:
+    att = store.attachment(volume, instance)
+    assert att is not None and att.status == "in-use", att
+    assert att.connection_info and att.connection_info["openvolume"]["target_dev"]
+    assert has_disk(instance, volume) == {"live": True, "config": True}
+    assert f"openvolume/{volume}" in secrets()
+
+
+def assert_nothing_left(store: Store, volume: str, *instances: str) -> None:
+    for instance in instances:
+        assert store.state(volume, instance) == "available"
+        assert has_disk(instance, volume) == {"live": False, "config": False}
+    assert f"openvolume/{volume}" not in secrets()
+
+
+# --- the controller killed at each step of attach --------------------------------------------------
+@pytest.mark.parametrize("remedy", ["rerun", "reconcile"])
+@pytest.mark.parametrize("step", list(ATTACH_KILLS))
+def test_attach_killed_then_remedied(store: Store, step: str, remedy: str) -> None:
+    vol = VOLS[0]
+    killed(attach(store, vol, DOM1, kill_at=ATTACH_KILLS[step]))
+    plugged = step == "after-hotplug"
+    state = store.state(vol, DOM1)
+    assert state == ("available" if step == "before-reserve" else "attaching")
+    assert has_disk(DOM1, vol) == {"live": plugged, "config": plugged}
+    if state == "attaching":
+        att = store.attachment(vol, DOM1)
+        # Enough was recorded before any host step for whoever comes next (seed 004).
+        assert att.connection_info["data"]["target_iqn"].endswith(vol)
+        assert att.connection_info["openvolume"]["secret_usage"] == f"openvolume/{vol}"
+        # The run is dead: lapsed at once on this controller, and still holding the volume.
+        assert att.lapsed
+        if remedy == "rerun":
+            # Another instance is refused in between, and is left nothing.
+            other = attach(store, vol, DOM2)
+            assert other.rc != 0
+            assert f"volume {vol} is attaching by {DOM1} on lab-compute-1 (lapsed" in other.out
+            assert has_disk(DOM2, vol) == {"live": False, "config": False}
+            assert store.state(vol, DOM2) == "available"
+    if remedy == "rerun":
+        run = ok(attach(store, vol, DOM1))
+        if state == "attaching":
+            assert "took over the lapsed attaching" in run.out
+        assert_attached(store, vol, DOM1)
+        assert changed(ok(attach(store, vol, DOM1))) == 0
+        ok(detach(store, vol, DOM1))
+    else:
+        check = ok(reconcile(store, check=True))
+        assert store.state(vol, DOM1) == state
+        if state == "attaching":
+            assert ("complete: in-use" if plugged else "release: available") in check.out
+        ok(reconcile(store))
+        if plugged:
+            # The disk is in the domain: the attachment is completed, never freed.
+            assert_attached(store, vol, DOM1)
+        else:
+            assert_nothing_left(store, vol, DOM1)
+        assert changed(ok(reconcile(store))) == 0
+        if plugged:
+            ok(detach(store, vol, DOM1))
+    assert_nothing_left(store, vol, DOM1, DOM2)
+
+
+@pytest.mark.parametrize("remedy", ["rerun", "reconcile"])
+@pytest.mark.parametrize("step", ["after-secret", "after-hotplug"])
+def test_attach_killed_and_lease_lapsed(tmp_path: t.Any, step: str, remedy: str) -> None:
+    store = Store("sqlite", str(tmp_path), lease_ttl=3)
+    try:
+        vol = VOLS[1]
+        killed(attach(store, vol, DOM1, kill_at=ATTACH_KILLS[step]))
+        time.sleep(4)
+        att = store.attachment(vol, DOM1)
+        assert att.status == "attaching" and att.lapsed and att.expires_at < time.time()
+        other = attach(store, vol, DOM2)
+        assert other.rc != 0 and f"volume {vol} is attaching by {DOM1}" in other.out
+        if remedy == "rerun":
+            ok(attach(store, vol, DOM1))
+            assert_attached(store, vol, DOM1)
+            ok(detach(store, vol, DOM1))
+        else:
+            ok(reconcile(store))
+            if step == "after-hotplug":
+                assert_attached(store, vol, DOM1)
+                ok(detach(store, vol, DOM1))
+        assert_nothing_left(store, vol, DOM1, DOM2)
+    finally:
+        clean(store)
+
+
+# --- the controller killed at each step of detach --------------------------------------------------
+@pytest.mark.parametrize("remedy", ["rerun", "reconcile"])
+@pytest.mark.parametrize("step", list(DETACH_KILLS))
+def test_detach_killed_then_remedied(store: Store, step: str, remedy: str) -> None:
+    vol = VOLS[2]
+    ok(attach(store, vol, DOM1))
+    killed(detach(store, vol, DOM1, kill_at=DETACH_KILLS[step]))
+    unplugged = step != "after-begin"
+    att = store.attachment(vol, DOM1)
+    assert att.status == "detaching" and att.lapsed and att.connection_info
+    assert has_disk(DOM1, vol) == {"live": not unplugged, "config": not unplugged}
+    if remedy == "rerun":
+        other = attach(store, vol, DOM2)
+        assert other.rc != 0 and f"volume {vol} is detaching by {DOM1}" in other.out
+        assert has_disk(DOM2, vol) == {"live": False, "config": False}
+        run = ok(detach(store, vol, DOM1))
+        assert "took over the lapsed detaching" in run.out
+        assert changed(ok(detach(store, vol, DOM1))) == 0
+    else:
+        ok(reconcile(store))
+        if not unplugged:
+            # The disk is still there: rolled back to in-use, not pulled.
+            assert_attached(store, vol, DOM1)
+            ok(detach(store, vol, DOM1))
+        assert changed(ok(reconcile(store))) == 0
+    assert_nothing_left(store, vol, DOM1, DOM2)
+
+
+# --- two runs for one attachment ---------------------------------------------------------------------
+def test_two_runs_for_one_attachment(store: Store, tmp_path: t.Any) -> None:
+    vol = VOLS[1]
+    use(store, vol)
+    flag = str(tmp_path / "paused")
+    first = play("attach.yml", store, extra={"volume": vol, "instance": DOM1}, pause_at="Hot-plug the disks",
+                 pause_file=flag, background=True)
+    assert isinstance(first, subprocess.Popen)
+    try:
+        wait_for_file(flag)
+        holder = store.attachment(vol, DOM1)
+        second = attach(store, vol, DOM1)
+        assert second.rc != 0
+        assert f"volume {vol} is attaching by {DOM1} on lab-compute-1 (held by run " in second.out
+        assert "another run cannot change it while that run lives" in second.out
+        # The second run left the first one's work alone.
+        assert store.attachment(vol, DOM1).owner == holder.owner
+        assert f"openvolume/{vol}" in secrets()
+        # A detach of it is refused too.
+        assert detach(store, vol, DOM1).rc != 0
+    finally:
+        os.unlink(flag)
+    out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, out[-4000:]
+    assert_attached(store, vol, DOM1)
+    ok(detach(store, vol, DOM1))
+    assert_nothing_left(store, vol, DOM1)
+
+
+def test_a_long_step_keeps_its_lease(tmp_path: t.Any) -> None:
+    """A run paused far longer than lease_ttl still holds its reservation (the keeper renews it)."""
+    store = Store("sqlite", str(tmp_path), lease_ttl=3)
+    flag = str(tmp_path / "paused")
+    vol = VOLS[2]
+    first = play("attach.yml", store, extra={"volume": vol, "instance": DOM1}, pause_at="Hot-plug the disks",
+                 pause_file=flag, background=True)
+    assert isinstance(first, subprocess.Popen)
+    try:
+        wait_for_file(flag)
+        time.sleep(10)
+        att = store.attachment(vol, DOM1)
+        assert att.status == "attaching" and not att.lapsed and att.expires_at > time.time()
+        assert attach(store, vol, DOM2).rc != 0
+    finally:
+        os.unlink(flag)
+        out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, out[-4000:]
+    assert_attached(store, vol, DOM1)
+    ok(detach(store, vol, DOM1))
+    clean(store)
+
+
+# --- same-host multiattach ------------------------------------------------------------------------
+@pytest.mark.xdist_group("vol-03")
+def test_same_host_multiattach_detach_keeps_the_other(store: Store) -> None:
+    vol = "vol-03"  # multiattach in the lab catalogue
+    ok(attach(store, vol, DOM1))
+    ok(attach(store, vol, DOM2))
+    assert len(store.attachments(vol)) == 2
+    qemu_io(DOM2, vol, "write -P 0x5a 1M 64k")
+    run = ok(detach(store, vol, DOM1))
+    assert f"secret openvolume/{vol} stays: used by {DOM2}" in run.out
+    assert f"openvolume/{vol}" in secrets()
+    assert has_disk(DOM1, vol) == {"live": False, "config": False}
+    # The other domain keeps reading and writing its disk ...
+    qemu_io(DOM2, vol, "write -P 0xa5 2M 64k")
+    qemu_io(DOM2, vol, "read -P 0xa5 2M 64k")  # qemu-io checks the pattern, an error fails
+    assert read_lun(vol, 1 << 20, 65536) == b"\x5a" * 65536
+    assert read_lun(vol, 2 << 20, 65536) == b"\xa5" * 65536
+    # ... and can be restarted (its disk's secret is there).
+    virsh("destroy", DOM2)
+    virsh("start", "--paused", DOM2)
+    assert has_disk(DOM2, vol) == {"live": True, "config": True}
+    qemu_io(DOM2, vol, "read -P 0xa5 2M 64k")
+    last = ok(detach(store, vol, DOM2))
+    assert f"openvolume/{vol}" not in secrets(), last.out[-5000:]
+    assert_nothing_left(store, vol, DOM1, DOM2)
+
+
+@pytest.mark.xdist_group("vol-03")
+def test_failed_attach_rollback_keeps_what_another_domain_uses(store: Store) -> None:
+    vol = "vol-03"
+    ok(attach(store, vol, DOM2))
+    # The third domain's attach fails at the hot-plug: its target_dev is taken.
+    ok(attach(store, VOLS[0], DOM3))
+    taken = disks(DOM3)[VOLS[0]]["target"]
+    run = play("attach.yml", store, extra={"openvolume_attachments": [
+        {"volume": vol, "instance": DOM3, "target_dev": taken}]})
+    assert run.rc != 0 and f"target_dev: {taken} of {DOM3} is taken" in run.out
+    assert f"openvolume/{vol}" in secrets()
+    assert store.state(vol, DOM3) == "available"
+    qemu_io(DOM2, vol, "write -P 0x3c 3M 4k")
+    assert read_lun(vol, 3 << 20, 4096) == b"\x3c" * 4096
+    ok(detach(store, vol, DOM2))
+    ok(detach(store, VOLS[0], DOM3))
+    assert_nothing_left(store, vol, DOM2, DOM3)
+
+
+# --- a domain deleted behind our back -------------------------------------------------------------------
+@pytest.mark.parametrize("remedy", ["detach", "reconcile"])
+def test_deleted_domain_frees_its_volumes(store: Store, remedy: str) -> None:
+    gone = f"ovt-s{WORKER}-gone"
+    vol = VOLS[1]
+    domain(gone)
+    try:
+        ok(attach(store, vol, gone))
+        remove_domain(gone)
+        if remedy == "detach":
+            run = ok(detach(store, vol, gone))
+            assert f"domain {gone} does not exist on this host" in run.out
+        else:
+            run = ok(reconcile(store, check=True))
+            assert "free: the domain is gone" in run.out
+            assert store.state(vol, gone) == "in-use"
+            ok(reconcile(store))
+            assert changed(ok(reconcile(store))) == 0
+        assert store.state(vol, gone) == "available"
+        assert f"openvolume/{vol}" not in secrets()
+    finally:
+        remove_domain(gone)
+
+
+# --- drift -----------------------------------------------------------------------------------------------
+def test_drift_is_repaired(store: Store) -> None:
+    vol = VOLS[2]
+    ok(attach(store, vol, DOM1))
+    target = disks(DOM1)[vol]["target"]
+    virsh("detach-disk", DOM1, target, "--config")
+    assert has_disk(DOM1, vol) == {"live": True, "config": False}
+    # attach.yml converges the attachments it is given: the persistent side comes back.
+    run = ok(attach(store, vol, DOM1))
+    assert changed(run) >= 1
+    assert has_disk(DOM1, vol) == {"live": True, "config": True}
+    assert changed(ok(attach(store, vol, DOM1))) == 0
+    # The live side removed: reconcile shows it in check mode, then re-adds it.
+    virsh("detach-disk", DOM1, target, "--live")
+    wait = time.time() + 10
+    while has_disk(DOM1, vol)["live"] and time.time() < wait:
+        time.sleep(0.2)
+    check = ok(reconcile(store, check=True))
+    assert re.search(rf"{vol}\s+lab-compute-1\s+{DOM1}\s+in-use\s+disk {target} \(config\)\s+re-add the live disk",
+                     check.out), check.out[-3000:]
+    assert has_disk(DOM1, vol) == {"live": False, "config": True}
+    ok(reconcile(store))
+    assert has_disk(DOM1, vol) == {"live": True, "config": True}
+    assert changed(ok(reconcile(store))) == 0
+    ok(detach(store, vol, DOM1))
+    assert_nothing_left(store, vol, DOM1)
+
+
+def test_reconcile_removes_only_our_orphans(store: Store, tmp_path: t.Any) -> None:
+    vol = VOLS[0]
+    use(store, vol)
+    ours = tmp_path / "ours.xml"
+    ours.write_text(f"<secret ephemeral='no' private='no'><usage type='iscsi'><target>openvolume/{vol}</target>"
+                    "</usage></secret>")
+    theirs = tmp_path / "theirs.xml"
+    theirs.write_text(f"<secret ephemeral='no' private='no'><usage type='iscsi'><target>someone/else-{WORKER}"
+                      "</target></usage></secret>")
+    virsh("secret-define", str(ours))
+    virsh("secret-define", str(theirs))
+    try:
+        check = ok(reconcile(store, check=True))
+        assert f"secret openvolume/{vol}" in check.out and "remove the orphan secret" in check.out
+        assert f"openvolume/{vol}" in secrets()
+        ok(reconcile(store))
+        assert f"openvolume/{vol}" not in secrets()
+        assert f"someone/else-{WORKER}" in secrets()
+        assert changed(ok(reconcile(store))) == 0
+    finally:
+        for line in virsh("secret-list").splitlines():
+            uuid_ = line.split()[0]
+            if f"someone/else-{WORKER}<" in virsh("secret-dumpxml", uuid_):
+                virsh("secret-undefine", uuid_)
+
+
+@pytest.mark.xdist_group("vol-20")
+def test_reconcile_leaves_an_unreachable_host_alone(store: Store, tmp_path: t.Any) -> None:
+    # A second compute host that cannot be reached (ssh to a closed port on loopback).
+    inventory = tmp_path / "far.yml"
+    inventory.write_text(
+        "all:\n  children:\n    compute:\n      hosts:\n        far-compute:\n"
+        "          ansible_host: 127.0.0.1\n          ansible_port: 9\n          ansible_connection: ssh\n")
+    vol = VOLS[0]
+    ok(attach(store, vol, DOM1))
+    # An attachment on the far host as a crashed run left it (the reservation
+    # runs on the controller, so it is recorded although the host is away).
+    use(store, "vol-20")
+    killed(play("attach.yml", store, extra={"volume": "vol-20", "instance": "far-vm"},  # type: ignore[arg-type]
+                inventory=[INVENTORY, str(inventory)], limit="far-compute", kill_at="Libvirt secrets for CHAP"))
+    far = store.attachment("vol-20", "far-vm")
+    assert far is not None and far.status == "attaching"
+    recon = reconcile(store, inventory=[INVENTORY, str(inventory)])
+    assert re.search(r"vol-20\s+far-compute\s+far-vm\s+attaching\s+unreachable\s+none: the host could not be read",
+                     recon.out), recon.out[-3000:]
+    # Nothing changed for that host; the reachable one was reconciled as usual.
+    after = store.attachment("vol-20", "far-vm")
+    assert (after.status, after.owner) == (far.status, far.owner)
+    assert_attached(store, vol, DOM1)
+    ok(detach(store, vol, DOM1))
