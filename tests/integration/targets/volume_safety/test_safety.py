@@ -439,3 +439,68 @@ def test_reconcile_leaves_an_unreachable_host_alone(store: Store, tmp_path: t.An
     assert (after.status, after.owner) == (far.status, far.owner)
     assert_attached(store, vol, DOM1)
     ok(detach(store, vol, DOM1))
+
+
+# --- etcd: the same promises, and two controllers at once -------------------------------------------
+@pytest.fixture
+def etcd_store(tmp_path: t.Any) -> t.Iterator[Store]:
+    s = Store("etcd", str(tmp_path), lease_ttl=300)
+    yield s
+    clean(s)
+
+
+@pytest.mark.parametrize(("step", "remedy"), [("after-hotplug", "reconcile"), ("after-secret", "rerun"),
+                                              ("after-reserve", "reconcile")])
+def test_etcd_attach_killed_then_remedied(etcd_store: Store, step: str, remedy: str) -> None:
+    store, vol = etcd_store, VOLS[0]
+    killed(attach(store, vol, DOM1, kill_at=ATTACH_KILLS[step]))
+    att = store.attachment(vol, DOM1)
+    assert att.status == "attaching" and att.lapsed and att.connection_info
+    other = attach(store, vol, DOM2)
+    assert other.rc != 0 and f"volume {vol} is attaching by {DOM1} on lab-compute-1 (lapsed" in other.out
+    if remedy == "rerun":
+        ok(attach(store, vol, DOM1))
+        assert_attached(store, vol, DOM1)
+    else:
+        ok(reconcile(store))
+        if step == "after-hotplug":
+            assert_attached(store, vol, DOM1)
+        else:
+            assert_nothing_left(store, vol, DOM1)
+        assert changed(ok(reconcile(store))) == 0
+
+
+def test_etcd_detach_killed_then_rerun(etcd_store: Store) -> None:
+    store, vol = etcd_store, VOLS[1]
+    ok(attach(store, vol, DOM1))
+    killed(detach(store, vol, DOM1, kill_at=DETACH_KILLS["after-unplug"]))
+    assert store.attachment(vol, DOM1).status == "detaching"
+    assert attach(store, vol, DOM2).rc != 0
+    ok(detach(store, vol, DOM1))
+    assert_nothing_left(store, vol, DOM1, DOM2)
+
+
+def test_etcd_two_controllers_at_once(etcd_store: Store) -> None:
+    """Two controllers (two ansible-playbook processes) on one etcd: one volume, two domains, one writer."""
+    store, vol = etcd_store, VOLS[2]
+    use(store, vol)
+    runs = [play("attach.yml", store, extra={"volume": vol, "instance": dom}, background=True) for dom in (DOM1, DOM2)]
+    outs = [(r.communicate(timeout=300)[0], r.returncode) for r in runs]  # type: ignore[union-attr]
+    winners = [dom for dom, (_out, rc) in zip((DOM1, DOM2), outs, strict=True) if rc == 0]
+    assert len(winners) == 1, outs
+    loser_out = next(out for out, rc in outs if rc != 0)
+    winner, loser = winners[0], (DOM2 if winners[0] == DOM1 else DOM1)
+    assert re.search(rf"volume {vol} is (attaching|in-use) by {winner} on lab-compute-1", loser_out), loser_out[-3000:]
+    assert_attached(store, vol, winner)
+    assert has_disk(loser, vol) == {"live": False, "config": False}
+    assert list(store.attachments(vol)) == [winner]
+    # And one attachment asked for by two controllers at once: one does the work, the other is refused or finds
+    # it done; never two hot-plugs.
+    ok(detach(store, vol, winner))
+    runs = [play("attach.yml", store, extra={"volume": vol, "instance": DOM1}, background=True) for _ in range(2)]
+    outs = [(r.communicate(timeout=300)[0], r.returncode) for r in runs]  # type: ignore[union-attr]
+    assert any(rc == 0 for _out, rc in outs), outs
+    for out, rc in outs:
+        assert rc == 0 or "another run cannot change it while that run lives" in out, out[-3000:]
+    assert_attached(store, vol, DOM1)
+    assert len([s for s in disks(DOM1) if s == vol]) == 1
