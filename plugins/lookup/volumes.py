@@ -10,8 +10,9 @@ short_description: Read volume reservation records (sqlite or etcd)
 version_added: 0.1.0
 description:
   - Returns the volume records that M(openvolume.compute.volume_reservation) keeps, from either backend,
-    for inventories, AWX surveys, reports and repairs (stale C(attaching)/C(detaching) states show with
-    their C(expires_at); lapsed ones are already shown as what they fell back to).
+    for inventories, AWX surveys, reports and repairs. C(attaching)/C(detaching) states show their C(owner) and
+    C(expires_at), and C(lapsed=true) when their run is gone (the lease ended, or the process is seen dead on this
+    controller); a lapsed attachment still holds its volume until reconcile or a re-run establishes it.
   - Without terms, every record; with terms, the records of those volume ids (missing ones are left out).
   - Secrets in connection_info show as C(********).
   - Runs on the controller, like every lookup. Reads only.
