@@ -25,6 +25,9 @@ step "Volume states and the domains' disks"
 ANSIBLE_DISPLAY_OK_HOSTS=true ansible-playbook -i "$inv" playbooks/report.yml \
   | sed -n 's/^ *"\(.*\)",\{0,1\}$/  \1/p'
 
+step "Compare the reservation store with the host (playbooks/reconcile.yml --check): nothing to repair"
+ansible-playbook -i "$inv" playbooks/reconcile.yml --check | sed -n 's/^ *"\(.*\)",\{0,1\}$/  \1/p'
+
 step "Detach them again (playbooks/detach.yml)"
 ansible-playbook -i "$inv" playbooks/detach.yml | tail -n 3
 
