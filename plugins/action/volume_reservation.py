@@ -10,6 +10,7 @@ documentation and the argument spec; this runs the same ``handle``.
 
 from __future__ import annotations
 
+import os
 import typing as t
 
 from ansible.plugins.action import ActionBase
@@ -36,7 +37,10 @@ class ActionModule(ActionBase):
         _validation, params = self.validate_argument_spec(argument_spec=module_argument_spec(), **MODULE_KWARGS)
         secrets = param_secrets(params)
         try:
-            out = handle(params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
+            # This runs in a worker process forked from ansible-playbook (or
+            # ansible): its parent is the run that owns what this task holds.
+            out = handle(params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff),
+                         run_pid=os.getppid())
         except OpenVolumeError as exc:
             result.update(failed=True, msg=mask_secrets(exc.msg, secrets), **mask_secrets(exc.details, secrets))
             return result

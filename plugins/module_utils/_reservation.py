@@ -760,13 +760,16 @@ def param_secrets(params: t.Mapping[str, t.Any]) -> list[str]:
     return [s for s in found if s]
 
 
-def handle(params: t.Mapping[str, t.Any], *, check_mode: bool, diff: bool) -> dict[str, t.Any]:
+def handle(
+    params: t.Mapping[str, t.Any], *, check_mode: bool, diff: bool, run_pid: int | None = None
+) -> dict[str, t.Any]:
     """The task: apply the requested states; the result (secrets still in clear: the caller masks).
 
-    Shared by the action plugin (which runs it in the controller's process)
-    and the module (for direct use). Raises ReservationError.
+    Shared by the action plugin (which runs it in the controller's process
+    and knows the run's process, ``run_pid``) and the module (for direct
+    use). Raises ReservationError.
     """
-    owner = Owner.current(params.get("owner"))
+    owner = Owner.current(params.get("owner"), run_pid=run_pid)
     batch = params.get("volumes") is not None
     if batch:
         entries = params["volumes"]

@@ -119,10 +119,16 @@ class Owner:
     since: float | None = None
 
     @classmethod
-    def current(cls, token: str | None = None, now: float | None = None) -> Owner:
-        """The owner of this run: by default the ansible-playbook process it runs under."""
+    def current(cls, token: str | None = None, now: float | None = None, run_pid: int | None = None) -> Owner:
+        """The owner of this run: by default the ansible-playbook process it runs under.
+
+        ``run_pid`` is that process when the caller knows it (an action
+        plugin runs in a worker forked from it: its parent); otherwise it
+        is looked for up the process tree.
+        """
         controller = socket.gethostname()
-        run = find_run_process()
+        stat = _proc_stat(run_pid) if run_pid else None
+        run = (run_pid, stat[1]) if run_pid and stat else find_run_process()
         pid, started = run if run else (None, None)
         if not token:
             token = f"{controller}:{pid}:{started}" if run else f"{controller}:{os.getpid()}:{time.time():.6f}"
