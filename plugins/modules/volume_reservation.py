@@ -364,8 +364,7 @@ volumes:
       type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeModule
 from ansible_collections.openvolume.compute.plugins.module_utils._reservation import (
     MODULE_KWARGS,
     module_argument_spec,
@@ -374,7 +373,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=module_argument_spec(), **MODULE_KWARGS)
+    module = OpenVolumeModule(argument_spec=module_argument_spec(), **MODULE_KWARGS)
     run(module)
 
 
