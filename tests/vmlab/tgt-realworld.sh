@@ -2,7 +2,7 @@
 # The target side of tests/vmlab/playbooks/45_iscsi_real_world.yml and of
 # tests/vmlab/capture-realworld.sh, on the lab's tgtd (it must be up, with
 # the VM lab's bridge).
-# Usage: tests/vmlab/tgt-realworld.sh up|swap|down
+# Usage: tests/vmlab/tgt-realworld.sh up|down [luns|swap|ifaces ...] | swap
 #
 #   up    an IPv6 address of the lab's own ULA range on the bridge (RW_ADDR6,
 #         added with nodad so it is usable at once), a tgtd portal on it, and
@@ -50,55 +50,68 @@ facts() {
   echo "RW_IQN_IFACES=$prefix:rw-ifaces"
 }
 
-up() {
-  mkdir -p "$dir"
-  ip -6 addr show dev "$bridge" | grep -q "inet6 $addr6/" || ip -6 addr add "$addr6/64" dev "$bridge" nodad
-  portal_exists || tgtadm --op new --mode portal --param "portal=$portal6"
-  if ! target_exists 301; then
-    new_target 301 rw-luns
-    new_lun 301 1 "$dir/luns-1.img" c0de0001
-    new_lun 301 300 "$dir/luns-300.img" c0de012c
-    new_lun 301 16383 "$dir/luns-16383.img" c0de3fff
+# Parts: luns (the IPv6 address and portal, target 301), swap (302),
+# ifaces (303); each up and down on its own, so two guests can run their
+# parts of the playbook at once.
+up_part() {
+  case "$1" in
+    luns)
+      grep -q "inet6 $addr6/" <<<"$(ip -6 addr show dev "$bridge")" || ip -6 addr add "$addr6/64" dev "$bridge" nodad
+      portal_exists || tgtadm --op new --mode portal --param "portal=$portal6"
+      if ! target_exists 301; then
+        new_target 301 rw-luns
+        new_lun 301 1 "$dir/luns-1.img" c0de0001
+        new_lun 301 300 "$dir/luns-300.img" c0de012c
+        new_lun 301 16383 "$dir/luns-16383.img" c0de3fff
+      fi ;;
+    swap)
+      if ! target_exists 302; then
+        new_target 302 rw-swap
+        new_lun 302 1 "$dir/swap-a.img" 5eed000a
+      fi ;;
+    ifaces)
+      if ! target_exists 303; then
+        new_target 303 rw-ifaces
+        new_lun 303 1 "$dir/ifaces-1.img" 1face001
+      fi ;;
+    *) echo "tgt-realworld: no part '$1' (luns, swap, ifaces)" >&2; exit 2 ;;
+  esac
+}
+
+down_part() {
+  local tid
+  case "$1" in luns) tid=301 ;; swap) tid=302 ;; ifaces) tid=303 ;; *) exit 2 ;; esac
+  if target_exists "$tid"; then
+    tgtadm --op delete --mode target --tid "$tid" --force
   fi
-  if ! target_exists 302; then
-    new_target 302 rw-swap
-    new_lun 302 1 "$dir/swap-a.img" 5eed000a
+  rm -f "$dir/$1"-*.img
+  if [ "$1" = luns ]; then
+    if portal_exists; then
+      tgtadm --op delete --mode portal --param "portal=$portal6"
+    fi
+    if grep -q "inet6 $addr6/" <<<"$(ip -6 addr show dev "$bridge" 2>/dev/null)"; then
+      ip -6 addr del "$addr6/64" dev "$bridge"
+    fi
   fi
-  if ! target_exists 303; then
-    new_target 303 rw-ifaces
-    new_lun 303 1 "$dir/ifaces-1.img" 1face001
-  fi
-  facts
 }
 
 swap() {
-  # tgtd refuses to delete a LUN with commands in flight only; the sessions
-  # stay logged in and see another volume behind LUN 1 from now on.
+  # The sessions stay logged in and see another volume behind LUN 1 from
+  # now on (tgtd refuses to delete a LUN only while commands are in flight).
   tgtadm --op delete --mode logicalunit --tid 302 --lun 1
   new_lun 302 1 "$dir/swap-b.img" 5eed000b
   facts
 }
 
-down() {
-  local tid
-  for tid in 301 302 303; do
-    if target_exists "$tid"; then
-      tgtadm --op delete --mode target --tid "$tid" --force
-    fi
-  done
-  if portal_exists; then
-    tgtadm --op delete --mode portal --param "portal=$portal6"
-  fi
-  if ip -6 addr show dev "$bridge" 2>/dev/null | grep -q "inet6 $addr6/"; then
-    ip -6 addr del "$addr6/64" dev "$bridge"
-  fi
-  rm -rf "$dir"
-  echo "tgt-realworld: down"
-}
-
-case "${1:-}" in
-  up) up ;;
+verb=${1:-}
+shift || true
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(luns swap ifaces)
+case "$verb" in
+  up) mkdir -p "$dir"; for p in "${parts[@]}"; do up_part "$p"; done; facts ;;
   swap) swap ;;
-  down) down ;;
-  *) echo "usage: $0 up|swap|down" >&2; exit 2 ;;
+  down) for p in "${parts[@]}"; do down_part "$p"; done
+        rmdir "$dir" 2>/dev/null || true
+        echo "tgt-realworld: down (${parts[*]})" ;;
+  *) echo "usage: $0 up|down [luns|swap|ifaces ...] | swap" >&2; exit 2 ;;
 esac
