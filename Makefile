@@ -18,7 +18,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_LINK)
 export ANSIBLE_PYTHON_INTERPRETER := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv setup collection lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean
+.PHONY: help deps venv setup collection lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check
 
 help:
 	@echo "make demo        set up and run the main job on the embedded defaults"
@@ -89,7 +89,15 @@ molecule-vm: setup
 molecule: setup lab-up
 	@molecule test
 
-test: lint sanity units integration molecule test-vm
+# The lab's syslog is read from where it ended when the run began: no lab
+# secret may reach it from any tier (tests/lab/nolog-check.sh).
+nolog-begin: venv
+	@tests/lab/nolog-check.sh begin
+
+nolog-check:
+	@tests/lab/nolog-check.sh check
+
+test: nolog-begin lint sanity units integration molecule test-vm nolog-check
 	@echo "make test: all passed"
 
 demo: setup lab-up

@@ -8,6 +8,9 @@
 * ``mask_secrets`` is the single place secrets are hidden from results, diffs
   and error messages.
 * ``skip_if_check_mode`` is the single choke point for check mode.
+* ``OpenVolumeModule`` is the AnsibleModule every module of the collection is
+  built on: it keeps the secrets of free-form parameters out of the
+  invocation Ansible logs to syslog or the journal.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import functools
 import re
 import time
 import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
 
 MASK = "********"
 
@@ -145,3 +150,63 @@ def wait_until(predicate: t.Callable[[], bool], *, timeout: float, interval: flo
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def secret_values(value: t.Any) -> set[str]:
+    """Every value under a secret-looking key anywhere in ``value``, as text.
+
+    A value appears in a log as part of ``str()`` of its dict or list, which
+    escapes quotes, backslashes and non-ASCII characters, so that spelling is
+    returned too.
+    """
+    found: set[str] = set()
+
+    def walk(item: t.Any) -> None:
+        if isinstance(item, t.Mapping):
+            for k, v in item.items():
+                if is_secret_key(k) and _is_scalar(v) and v not in (None, "") and not _is_masked(v):
+                    text = str(v)
+                    found.add(text)
+                    found.add(repr(text)[1:-1])
+                else:
+                    walk(v)
+        elif isinstance(item, (list, tuple)):
+            for v in item:
+                walk(v)
+
+    walk(value)
+    return found
+
+
+class OpenVolumeModule(AnsibleModule):
+    """AnsibleModule that never logs a secret of its parameters.
+
+    AnsibleModule logs its invocation (to syslog or the journal) while it is
+    being constructed, masking only the values of options marked ``no_log``;
+    a CHAP password inside a free-form dict (``connection_info``) would be
+    logged before the module could register it. Every log line goes through
+    ``log``, so that is where the secrets found anywhere in the parameters
+    (``is_secret_key``) join ``no_log_values`` first; the result and error
+    messages are then masked by Ansible too.
+    """
+
+    def log(self, msg: t.Any, log_args: dict[str, t.Any] | None = None) -> None:
+        self._register_secrets()
+        if log_args:
+            log_args = {k: mask_secrets(v, self.no_log_values) for k, v in log_args.items()}
+        super().log(msg, log_args=log_args)
+
+    def exit_json(self, **kwargs: t.Any) -> t.NoReturn:
+        self._register_secrets()
+        super().exit_json(**kwargs)
+        raise SystemExit(0)  # not reached: exit_json exits
+
+    def fail_json(self, msg: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        self._register_secrets()
+        super().fail_json(msg, **kwargs)
+        raise SystemExit(1)  # not reached: fail_json exits
+
+    def _register_secrets(self) -> None:
+        params = getattr(self, "params", None)
+        if params:
+            self.no_log_values.update(secret_values(params))

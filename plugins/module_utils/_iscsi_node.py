@@ -116,12 +116,17 @@ def masked_view(
 
 @dataclass
 class NodeRequest:
-    """What the user asked of one node record, validated."""
+    """What the user asked of the node records of one target and portal, validated."""
 
     target: str
     portal: Portal | None
-    iface: str
+    ifaces: list[str]
     desired: dict[str, str] = field(default_factory=dict)
+    tpgt: int | None = None
+
+    @property
+    def iface(self) -> str:
+        return self.ifaces[0]
 
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> NodeRequest:
@@ -129,6 +134,12 @@ class NodeRequest:
         if target is not None:
             validate_target_name(target)
         portal = Portal.parse(params["portal"]) if params.get("portal") else None
+        tpgt = None
+        if params.get("portal") and "," in params["portal"]:
+            tag = params["portal"].rsplit(",", 1)[1].strip()
+            if not tag.isdigit():
+                raise IscsiError(f"portal: '{tag}' after the comma is not a portal group tag (a number)")
+            tpgt = int(tag)
         desired = auth_settings(params.get("auth"), prefix="node.session.auth")
         if params.get("startup"):
             desired["node.startup"] = params["startup"]
@@ -141,7 +152,16 @@ class NodeRequest:
                 raise IscsiError(f"settings: '{key}' is not a node record key; keys start with 'node.' "
                                  "(for example node.session.timeo.replacement_timeout)")
             desired[key] = setting_value(value)
-        return cls(target=target or "", portal=portal, iface=params.get("iface") or "default", desired=desired)
+        ifaces = list(params.get("ifaces") or [params.get("iface") or "default"])
+        if len(set(ifaces)) != len(ifaces) or not all(ifaces):
+            raise IscsiError("ifaces: list each iface once, by its name in `iscsiadm -m iface`")
+        if len(ifaces) > 1 and portal is not None and tpgt is None and not params.get("discover"):
+            raise IscsiError(
+                "portal: several ifaces need the portal group tag after the portal (192.0.2.10:3260,1, as "
+                "SendTargets discovery reports it): without one open-iscsi keeps a single record per portal, "
+                "and each iface's record replaces the one before"
+            )
+        return cls(target=target or "", portal=portal, ifaces=ifaces, desired=desired, tpgt=tpgt)
 
     def check_known(self, known: t.Collection[str]) -> None:
         unknown = sorted(k for k in self.desired if k not in known)
@@ -161,11 +181,11 @@ class IscsiNode:
 
     # changes: the only methods that touch the host --------------------------
     @skip_if_check_mode
-    def _create(self, req: NodeRequest, portal: Portal) -> None:
-        self.iscsiadm.node_new(target=req.target, portal=portal, iface=req.iface)
+    def _create(self, req: NodeRequest, portal: Portal, iface: str) -> None:
+        self.iscsiadm.node_new(target=req.target, portal=portal, iface=iface, tpgt=req.tpgt)
 
     @skip_if_check_mode
-    def _update(self, req: NodeRequest, portal: Portal, changes: t.Mapping[str, str],
+    def _update(self, req: NodeRequest, portal: Portal, iface: str, changes: t.Mapping[str, str],
                 previous: t.Mapping[str, str]) -> None:
         """Set ``changes``; if one fails, put back the keys already set from ``previous``."""
         applied: list[str] = []
@@ -176,66 +196,112 @@ class IscsiNode:
                 # Counted before the call: iscsiadm may store a bad value
                 # half-way (an unknown HeaderDigest leaves it empty) and fail.
                 applied.append(key)
-                self.iscsiadm.node_update(target=req.target, portal=portal, iface=req.iface, name=key,
+                self.iscsiadm.node_update(target=req.target, portal=portal, iface=iface, name=key,
                                           value=changes[key], secret=is_secret_setting(key))
         except IscsiError:
             for key in reversed(applied):
-                self.iscsiadm.node_update(target=req.target, portal=portal, iface=req.iface, name=key,
+                self.iscsiadm.node_update(target=req.target, portal=portal, iface=iface, name=key,
                                           value=previous.get(key, ""), secret=is_secret_setting(key))
             raise
 
     @skip_if_check_mode
-    def _delete(self, req: NodeRequest, portal: Portal | None) -> None:
-        self.iscsiadm.node_delete(target=req.target, portal=portal, iface=req.iface)
+    def _delete(self, req: NodeRequest, portal: Portal | None, iface: str) -> None:
+        self.iscsiadm.node_delete(target=req.target, portal=portal, iface=iface)
 
     # states ------------------------------------------------------------------
     def state_present(self, req: NodeRequest) -> dict[str, t.Any]:
         if req.portal is None:
             raise IscsiError("portal: required with state=present (host[:port], e.g. 192.0.2.10:3260)")
-        portal = req.portal
-        before = self.iscsiadm.node_record(target=req.target, portal=portal, iface=req.iface)
+        nodes = self.iscsiadm.nodes()
+        results = [self._present_one(req, req.portal, iface, nodes) for iface in req.ifaces]
+        first = results[0]
+        result: dict[str, t.Any] = {
+            "changed": any(r["changed"] for r in results),
+            "created": any(r["created"] for r in results),
+            "record": first["record"],
+            "records": [{k: r[k] for k in ("iface", "portal", "created", "record")} for r in results],
+        }
+        if len(results) == 1:
+            result["diff"] = first["diff"]
+        else:
+            header = f"{req.target} {req.portal}"
+            result["diff"] = {
+                "before": {r["iface"]: r["diff"]["before"] for r in results},
+                "after": {r["iface"]: r["diff"]["after"] for r in results},
+                "before_header": header,
+                "after_header": header,
+            }
+        return result
+
+    def _present_one(self, req: NodeRequest, wanted: Portal, iface: str, nodes: list[NodeEntry]) -> dict[str, t.Any]:
+        # An existing record of the portal is addressed in its own spelling:
+        # `-o new` with another one (upper case, uncompressed IPv6) would make
+        # a second record of the same portal.
+        portal = next((n.portal for n in nodes if n.target == req.target and n.portal == wanted
+                       and (n.iface or "default") == iface), wanted)
+        before = self.iscsiadm.node_record(target=req.target, portal=portal, iface=iface)
         req.check_known(before.keys() if before else KNOWN_NODE_KEYS)
+        if before is None and req.tpgt is not None:
+            # iscsiadm -o new with a tag removes a record of the same portal
+            # kept without one (the old one-file layout), whatever its iface.
+            old = [n for n in nodes if n.target == req.target and n.portal == wanted and n.tpgt == -1]
+            if old:
+                raise IscsiError(
+                    f"portal: {req.target} at {wanted} has a record without portal group tag (iface "
+                    f"{old[0].iface or 'default'}) that creating one with tag {req.tpgt} would delete; delete it "
+                    "first (state=absent) or leave the tag out"
+                )
         current = before if before is not None else {}
         created = before is None
         if created:
-            self._create(req, portal)
+            self._create(req, portal, iface)
             if not self.module.check_mode:
-                current = self.iscsiadm.node_record(target=req.target, portal=portal, iface=req.iface) or {}
+                current = self.iscsiadm.node_record(target=req.target, portal=portal, iface=iface) or {}
         changes = {k: v for k, v in req.desired.items() if current.get(k, "") != v}
         try:
-            self._update(req, portal, changes, current)
+            self._update(req, portal, iface, changes, current)
         except IscsiError:
             if created:
                 # Leave nothing half-done: the record this call made goes again.
-                self._delete(req, portal)
+                self._delete(req, portal, iface)
             raise
         after = dict(current) | changes
         changed_secrets = {k for k in changes if is_secret_setting(k) and before and before.get(k)}
         keys = set(req.desired) | ({"node.startup", "node.session.auth.authmethod"} & after.keys())
+        header = f"{req.target} {portal} (iface {iface})"
         return {
+            "iface": iface,
+            "portal": str(portal),
             "changed": created or bool(changes),
             "created": created,
             "record": masked_view(after, keys),
             "diff": {
                 "before": masked_view(before, keys) if before is not None else {},
                 "after": masked_view(after, keys, changed_secrets),
-                "before_header": f"{req.target} {portal} (iface {req.iface})",
-                "after_header": f"{req.target} {portal} (iface {req.iface})",
+                "before_header": header,
+                "after_header": header,
             },
         }
 
     def state_absent(self, req: NodeRequest) -> dict[str, t.Any]:
-        """Delete the record of target at portal, or of target at every portal."""
+        """Delete the records of target at portal, or of target at every portal, for each iface."""
         present = [
             n for n in self.iscsiadm.nodes()
             if n.target == req.target and (req.portal is None or n.portal == req.portal)
+            and (n.iface or "default") in req.ifaces
         ]
-        before = {f"{n.target} {n.portal}": "present" for n in present}
-        if present:
-            self._delete(req, req.portal)
+        before = {f"{n.target} {n.portal} (iface {n.iface or 'default'})": "present" for n in present}
+        if req.portal is None:
+            for iface in sorted({n.iface or "default" for n in present}):
+                self._delete(req, None, iface)
+        else:
+            for n in present:
+                # The record's own spelling of the portal (see _present_one).
+                self._delete(req, n.portal, n.iface or "default")
         return {
             "changed": bool(present),
-            "removed": [{"target": n.target, "portal": str(n.portal), "tpgt": n.tpgt} for n in present],
+            "removed": [{"target": n.target, "portal": str(n.portal), "tpgt": n.tpgt, "iface": n.iface or "default"}
+                        for n in present],
             "diff": {"before": before, "after": {}},
         }
 
@@ -261,17 +327,17 @@ class IscsiNode:
             changes = {k: v for k, v in desired_auth.items() if record.get(k, "") != v}
             changed = changed or bool(changes)
             self._discoverydb_update(portal, req.iface, changes)
-        known_before = {(n.target, n.portal) for n in self.iscsiadm.nodes()}
-        found = self.iscsiadm.discover(portal=portal, iface=req.iface, persist=not self.module.check_mode,
+        known_before = {(n.target, n.portal, n.iface or "default") for n in self.iscsiadm.nodes()}
+        found = self.iscsiadm.discover(portal=portal, ifaces=req.ifaces, persist=not self.module.check_mode,
                                        with_record=bool(desired_auth) and not self.module.check_mode,
                                        secrets=secrets)
-        new = [n for n in found if (n.target, n.portal) not in known_before]
+        new = [n for n in found if any((n.target, n.portal, i) not in known_before for i in req.ifaces)]
         targets: list[NodeEntry] = [n for n in found if not req.target or n.target == req.target]
-        results = []
         for node in targets:
-            sub = NodeRequest(target=node.target, portal=node.portal, iface=req.iface, desired=dict(req.desired))
-            results.append(self.state_present(sub) if req.desired else None)
-            changed = changed or bool(results[-1] and results[-1]["changed"])
+            if req.desired:
+                sub = NodeRequest(target=node.target, portal=node.portal, ifaces=req.ifaces,
+                                  desired=dict(req.desired))
+                changed = self.state_present(sub)["changed"] or changed
         return {
             "changed": changed or bool(new),
             "discovered": [{"target": n.target, "portal": str(n.portal), "tpgt": n.tpgt} for n in found],
@@ -308,7 +374,8 @@ def argument_spec() -> dict[str, t.Any]:
     return {
         "target": {"type": "str"},
         "portal": {"type": "str"},
-        "iface": {"type": "str", "default": "default"},
+        "iface": {"type": "str"},
+        "ifaces": {"type": "list", "elements": "str"},
         "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         "auth": chap_spec(),
         "discovery_auth": chap_spec(),
@@ -316,6 +383,13 @@ def argument_spec() -> dict[str, t.Any]:
         "settings": {"type": "dict", "default": {}},
         "discover": {"type": "bool", "default": False},
     }
+
+
+MODULE_KWARGS: dict[str, t.Any] = {
+    "supports_check_mode": True,
+    "required_if": [("discover", False, ("target",)), ("discover", True, ("portal",))],
+    "mutually_exclusive": [("iface", "ifaces")],
+}
 
 
 def run(module: t.Any) -> None:
@@ -338,7 +412,7 @@ def run(module: t.Any) -> None:
             result = node.state_present(req)
         else:
             result = node.state_absent(req)
-        result.update(target=req.target, iface=req.iface)
+        result.update(target=req.target, iface=req.iface, ifaces=req.ifaces)
         if req.portal is not None:
             result["portal"] = str(req.portal)
         if not module._diff:

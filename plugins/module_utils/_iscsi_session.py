@@ -4,32 +4,63 @@
 
 FLOW.md attach steps 7-9 and detach step 3, what os-brick's iSCSI connector
 does for Nova: log in only where no session exists (duplicate logins crashed
-iscsiadm under load), set automatic startup after a good login, wait for the
-LUN's by-path link and, with multipath, for the dm map. Detach removes the
-map and the SCSI disks and logs out only when no other LUN of the target is
-still in use on the host.
+iscsiadm under load), set automatic startup after a good login, find the
+LUN's disk below each session in sysfs and its by-path link and, with
+multipath, the dm map. Detach removes the map and the SCSI disks and logs out
+only when no other LUN of the target is still in use on the host.
+
+A path is a portal and an iface: two ifaces bound to two NICs give two
+sessions to one portal (multipath over one portal). A session is "ours" when
+its target, its node record's (persistent) portal and its iface are among
+those asked for, and its transport is tcp or iser; sessions of other ifaces
+or of an offload HBA's own are left alone.
+
+The disk handed on is checked to be the volume (the CVE-2023-2088 class of
+bugs: a stale or foreign device given to an instance): every path must
+report one WWID, the catalogue's WWN when it is known, and a by-path link
+counts only when it resolves to the disk found below the current session.
 """
 
 from __future__ import annotations
 
+import time
 import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import run_module, skip_if_check_mode
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
+    SESSION_TRANSPORTS,
     Iscsiadm,
     IscsiError,
+    NodeEntry,
     Portal,
     SessionDetail,
     validate_target_name,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
+    DeviceError,
     Disk,
     MultipathMap,
     ScsiDevices,
-    by_path,
+    ScsiLun,
+    SysfsSession,
+    by_path_name,
     initiator_name,
+    normalize_wwid,
 )
+
+MAX_LUN = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Path:
+    """One way to the target: a portal through an iface."""
+
+    portal: Portal
+    iface: str
+
+    def __str__(self) -> str:
+        return str(self.portal) if self.iface == "default" else f"{self.portal} via {self.iface}"
 
 
 @dataclass
@@ -37,26 +68,72 @@ class SessionRequest:
     target: str
     portals: list[Portal]
     lun: int
-    iface: str
+    ifaces: list[str]
     multipath: bool
     wait_timeout: float
     rescan: bool
+    expected_wwid: str | None = None
 
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> SessionRequest:
         target = validate_target_name(params["target"])
         portals = [Portal.parse(p, param=f"portals[{i}]") for i, p in enumerate(params.get("portals") or [])]
         if len(set(portals)) != len(portals):
-            raise IscsiError("portals: a portal is listed twice; list each portal once")
+            raise IscsiError("portals: a portal is listed twice (compared as addresses: [2001:DB8::1] and "
+                             "[2001:db8:0::1] are one portal); list each portal once")
         if params["state"] == "present" and not portals:
             raise IscsiError("portals: at least one portal is needed with state=present")
-        if params["lun"] < 0 or params["lun"] > 16383:
-            raise IscsiError(f"lun: {params['lun']} is not a LUN number (0-16383)")
+        ifaces = list(params.get("ifaces") or [params.get("iface") or "default"])
+        if len(set(ifaces)) != len(ifaces) or not all(ifaces):
+            raise IscsiError("ifaces: list each iface once, by its name in `iscsiadm -m iface`")
+        if not 0 <= params["lun"] <= MAX_LUN:
+            raise IscsiError(f"lun: {params['lun']} is not a LUN number (0-{MAX_LUN})")
         if params["wait_timeout"] <= 0:
             raise IscsiError("wait_timeout: must be a positive number of seconds")
-        return cls(target=target, portals=portals, lun=params["lun"], iface=params["iface"],
+        wwid = params.get("wwid")
+        return cls(target=target, portals=portals, lun=params["lun"], ifaces=ifaces,
                    multipath=params["multipath"], wait_timeout=float(params["wait_timeout"]),
-                   rescan=params["rescan"])
+                   rescan=params["rescan"], expected_wwid=normalize_wwid(wwid, param="wwid") if wwid else None)
+
+    def paths(self) -> list[Path]:
+        """Every path asked for, portals first, in the order given."""
+        return [Path(p, i) for p in self.portals for i in self.ifaces]
+
+    def owns(self, s: SessionDetail) -> bool:
+        """Whether a session of the host is one this request manages."""
+        return (
+            s.target == self.target
+            and (s.transport is None or s.transport in SESSION_TRANSPORTS)
+            and (s.iface or "default") in self.ifaces
+            and (not self.portals or s.persistent_portal in self.portals)
+        )
+
+
+class _Deadline:
+    """One bound on the total wait of a call (devices, links, map)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(self.end - time.monotonic(), 0.0)
+
+
+@dataclass
+class _Found:
+    """The LUN's disk below one session."""
+
+    session: SessionDetail
+    sysfs: SysfsSession
+    lun: ScsiLun
+    disk: Disk
+
+
+def _path_of(s: SessionDetail) -> Path:
+    # The parser gives every session a persistent portal (its current one if
+    # iscsiadm printed none).
+    return Path(s.persistent_portal or Portal(""), s.iface or "default")
 
 
 class IscsiSession:
@@ -69,18 +146,20 @@ class IscsiSession:
 
     # the only methods that change the host ------------------------------------
     @skip_if_check_mode
-    def _login(self, req: SessionRequest, portal: Portal) -> None:
-        self.iscsiadm.login(target=req.target, portal=portal, iface=req.iface)
+    def _login(self, req: SessionRequest, record: NodeEntry) -> None:
+        iface = record.iface or "default"
+        self.iscsiadm.login(target=req.target, portal=record.portal, iface=iface)
         # After a good login only: a record set to automatic that cannot log
         # in would make every iscsid start retry it.
-        record = self.iscsiadm.node_record(target=req.target, portal=portal, iface=req.iface) or {}
-        if record.get("node.startup") != "automatic":
-            self.iscsiadm.node_update(target=req.target, portal=portal, iface=req.iface,
+        current = self.iscsiadm.node_record(target=req.target, portal=record.portal, iface=iface) or {}
+        if current.get("node.startup") != "automatic":
+            self.iscsiadm.node_update(target=req.target, portal=record.portal, iface=iface,
                                       name="node.startup", value="automatic", secret=False)
 
     @skip_if_check_mode
-    def _logout(self, req: SessionRequest, portal: Portal) -> None:
-        self.iscsiadm.logout(target=req.target, portal=portal, iface=req.iface)
+    def _logout(self, req: SessionRequest, s: SessionDetail) -> None:
+        if s.sid is not None:
+            self.iscsiadm.logout_session(sid=s.sid, what=f"{req.target} at {_path_of(s)}")
 
     @skip_if_check_mode
     def _rescan(self, sids: list[int]) -> None:
@@ -95,134 +174,278 @@ class IscsiSession:
     def _delete_disk(self, disk: Disk, timeout: float) -> None:
         self.devices.delete(disk, timeout=timeout)
 
+    def _refresh_identity(self, disks: list[Disk]) -> None:
+        # Not guarded by check mode: a rescan changes nothing on the host but
+        # the kernel's copy of the disk's identity, and without it check mode
+        # would compare the expected WWID with what the disk was at login.
+        for disk in disks:
+            self.devices.rescan(disk)
+
     # helpers ----------------------------------------------------------------------
     def _sessions(self, req: SessionRequest) -> list[SessionDetail]:
-        return [
-            s for s in self.iscsiadm.session_details()
-            if s.target == req.target and (not req.portals or s.portal in req.portals)
-        ]
+        return [s for s in self.iscsiadm.session_details() if req.owns(s) and s.sid is not None]
 
-    def _require_records(self, req: SessionRequest, portals: list[Portal]) -> None:
-        known = {(n.target, n.portal) for n in self.iscsiadm.nodes()}
-        missing = [str(p) for p in portals if (req.target, p) not in known]
+    def _records(self, req: SessionRequest, paths: list[Path]) -> dict[Path, NodeEntry]:
+        """The node record of each path (its portal as spelt in the record); error if one is missing."""
+        records: dict[Path, NodeEntry] = {}
+        for node in self.iscsiadm.nodes():
+            path = Path(node.portal, node.iface or "default")
+            if node.target == req.target and path in paths:
+                records.setdefault(path, node)
+        missing = [str(p) for p in paths if p not in records]
         if missing:
             raise IscsiError(
                 f"portals: no node record for {req.target} at {', '.join(missing)}; create it first with "
                 "openvolume.compute.iscsi_node (it holds the CHAP settings the login needs)"
             )
+        return records
+
+    def _rollback(self, req: SessionRequest, logged_in: list[Path]) -> None:
+        """Log out of the sessions this call logged in to (found again by their path)."""
+        if not logged_in:
+            return
+        for s in self._sessions(req):
+            if _path_of(s) in logged_in:
+                self._logout(req, s)
 
     # states -------------------------------------------------------------------------
     def state_present(self, req: SessionRequest) -> dict[str, t.Any]:
-        existing = {s.portal for s in self._sessions(req) if s.portal is not None}
-        wanted = req.portals if req.multipath else ([p for p in req.portals if p in existing] or req.portals)[:1]
+        existing = {_path_of(s): s for s in self._sessions(req)}
+        paths = req.paths()
+        if req.multipath:
+            wanted = paths
+        else:
+            wanted = [p for p in paths if p in existing][:1] or paths[:1]
         to_login = [p for p in wanted if p not in existing]
+        records: dict[Path, NodeEntry] = {}
         if not self.module.check_mode:
             # In check mode the record may be one an earlier task would have
             # created (the volume_attach role does): report the login only.
-            self._require_records(req, to_login)
-        logged_in: list[Portal] = []
+            # Without multipath and without a session, any path may be the one
+            # that logs in: all need their record.
+            records = self._records(req, to_login if req.multipath or existing else paths)
+        before = sorted(str(p) for p in existing)
         result: dict[str, t.Any] = {
             "changed": bool(to_login),
-            "logged_in": [str(p) for p in to_login],
+            "logged_in": [str(p.portal) for p in to_login],
             "initiator": initiator_name(),
+            "diff": {"before": {"sessions": before},
+                     "after": {"sessions": sorted(before + [str(p) for p in to_login])}},
         }
-        before = sorted(str(p) for p in existing)
-        result["diff"] = {"before": {"sessions": before}, "after": {"sessions": sorted(before + result["logged_in"])}}
         if self.module.check_mode:
-            result["sessions"] = [{"portal": p} for p in before]
+            result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}
+                                  for p, s in existing.items()]
             return result
+        logged_in: list[Path] = []
+        deadline = _Deadline(req.wait_timeout)
         try:
             if not req.multipath and not existing:
-                # One path: try the portals in order until one logs in.
+                # One path: try them in order until one logs in.
                 errors = []
-                for portal in req.portals:
+                for path in paths:
                     try:
-                        self._login(req, portal)
+                        self._login(req, records[path])
                     except IscsiError as exc:
                         errors.append(exc.msg)
                         continue
-                    logged_in, wanted = [portal], [portal]
+                    logged_in, wanted = [path], [path]
                     break
                 if not logged_in:
                     raise IscsiError("; ".join(errors))
             else:
-                for portal in to_login:
-                    self._login(req, portal)
-                    logged_in.append(portal)
-            result["logged_in"] = [str(p) for p in logged_in]
+                for path in to_login:
+                    self._login(req, records[path])
+                    logged_in.append(path)
+            result["logged_in"] = [str(p.portal) for p in logged_in]
             result["changed"] = bool(logged_in)
-            result["diff"]["after"]["sessions"] = sorted(before + result["logged_in"])
-            sessions = [s for s in self._sessions(req) if s.portal in wanted]
+            result["diff"]["after"]["sessions"] = sorted(before + [str(p) for p in logged_in])
+            details = self.iscsiadm.session_details()
+            sessions = {_path_of(s): s for s in details
+                        if req.owns(s) and s.sid is not None and _path_of(s) in wanted}
+            # Sessions of the target through other ifaces share by-path names
+            # with ours (see _links).
+            others = [s for s in details if s.target == req.target and s.sid is not None
+                      and (s.transport is None or s.transport in SESSION_TRANSPORTS) and s not in sessions.values()]
+            lost = [str(p) for p in wanted if p not in sessions]
+            if lost:
+                raise IscsiError(f"portals: no session for {req.target} at {', '.join(lost)} after the login; "
+                                 "the target may have dropped it (see the target's log and dmesg)")
+            ordered = [sessions[p] for p in wanted]
             if req.rescan:
                 # New sessions scan by themselves; an existing one learns of a
-                # LUN mapped since its login only by a rescan.
-                self._rescan([s.sid for s in sessions if s.portal in existing and s.sid is not None])
-            result.update(self._wait_for_device(req, wanted))
-            result["sessions"] = [{"portal": str(s.portal), "sid": s.sid} for s in sessions]
+                # LUN mapped since its login (and of a changed one) only by a rescan.
+                self._rescan([s.sid for p, s in sessions.items() if p in existing and s.sid is not None])
+            result.update(self._devices(req, ordered, others, fresh=set(logged_in), deadline=deadline))
+            result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": sessions[p].sid}
+                                  for p in wanted]
         except IscsiError:
             # No half-done state: log out of what this call logged in to.
-            for portal in logged_in:
-                self._logout(req, portal)
+            self._rollback(req, logged_in)
             raise
         return result
 
-    def _wait_for_device(self, req: SessionRequest, portals: list[Portal]) -> dict[str, t.Any]:
-        paths = [by_path(p, req.target, req.lun) for p in portals]
-        missing = self.devices.wait_for_paths(paths, timeout=req.wait_timeout)
-        if missing:
-            raise IscsiError(
-                f"lun: LUN {req.lun} of {req.target} did not appear within {req.wait_timeout:g}s "
-                f"(missing {', '.join(missing)}); check the LUN number and that the target maps it to this "
-                "initiator, or raise wait_timeout"
+    def _devices(self, req: SessionRequest, sessions: list[SessionDetail], others: list[SessionDetail], *,
+                 fresh: set[Path], deadline: _Deadline) -> dict[str, t.Any]:
+        """Find, check and describe the LUN's disk below every session."""
+        found: list[_Found] = []
+        for s in sessions:
+            sysfs = SysfsSession(s.sid or 0)
+            lun = self.devices.wait_for_lun(sysfs, req.lun, timeout=deadline.left())
+            if lun is None:
+                seen = ", ".join(d.hctl + (f" ({d.disk})" if d.disk else "") for d in sysfs.luns()) or "none"
+                raise DeviceError(
+                    f"lun: LUN {req.lun} of {req.target} did not appear at {_path_of(s)} within "
+                    f"{deadline.seconds:g}s (the session has SCSI devices: {seen}); check the LUN number and "
+                    "that the target maps it to this initiator, or raise wait_timeout"
+                )
+            found.append(_Found(s, sysfs, lun, Disk(str(lun.disk))))
+        if req.expected_wwid:
+            # A disk of a session that was there before this call may still
+            # carry the identity it had at its login.
+            self._refresh_identity([f.disk for f in found if _path_of(f.session) not in fresh])
+        wwids = [f.disk.wwid() for f in found]
+        if len(set(wwids)) > 1:
+            listed = ", ".join(f"{f.disk.dev} at {_path_of(f.session)}: {f.disk.wwid() or 'none'}" for f in found)
+            raise DeviceError(
+                f"lun: the paths of LUN {req.lun} of {req.target} are not one volume ({listed}); every path of a "
+                "volume must report the same WWID. Check the LUN mapping of each portal on the target"
             )
-        disks = [Disk.from_path(p) for p in paths]
+        wwid = wwids[0]
+        devices = [f.disk.dev for f in found]
+        if req.expected_wwid and wwid != req.expected_wwid:
+            raise DeviceError(
+                f"wwid: LUN {req.lun} of {req.target} is {', '.join(devices)} with WWID {wwid}, not the volume's "
+                f"{req.expected_wwid}; another volume is mapped behind that LUN (or the catalogue is wrong). "
+                "Nothing was handed on; check the target's LUN mapping"
+            )
+        links = self._links(req, found, others, wwid, deadline)
         out: dict[str, t.Any] = {
-            "by_path": paths[0],
-            "by_paths": paths,
-            "device": disks[0].dev,
-            "devices": [d.dev for d in disks],
-            "size": disks[0].size(),
-            "wwn": disks[0].wwid(),
+            "by_path": links[0],
+            "by_paths": links,
+            "device": devices[0],
+            "devices": devices,
+            "hctls": [f.lun.hctl for f in found],
+            "size": found[0].disk.size(),
+            "wwid": wwid,
+            "wwn": wwid,
             "multipath_device": None,
         }
         if req.multipath:
-            mpath = self.devices.wait_for_map(disks, timeout=req.wait_timeout)
+            disks = [f.disk for f in found]
+            mpath = self.devices.wait_for_map(disks, timeout=max(deadline.left(), 0.5))
             if mpath is None:
-                raise IscsiError(
-                    f"multipath: no multipath map over {', '.join(d.dev for d in disks)} within "
-                    f"{req.wait_timeout:g}s; check that multipathd runs and does not blacklist these disks"
+                raise DeviceError(
+                    f"multipath: no multipath map over {', '.join(devices)} within {deadline.seconds:g}s; "
+                    "check that multipathd runs and does not blacklist these disks"
+                )
+            # All paths of the map, including any this call did not ask for,
+            # must be the same volume.
+            foreign = [p for p in mpath.paths() if Disk(p).wwid() != wwid]
+            if mpath.wwid != wwid or foreign:
+                raise DeviceError(
+                    f"multipath: the map {mpath.name} (WWID {mpath.wwid}, paths {', '.join(mpath.paths())}) is not "
+                    f"only LUN {req.lun} of {req.target} (WWID {wwid}"
+                    + (f"; paths of another volume: {', '.join(foreign)}" if foreign else "")
+                    + "); flush the stale map (multipath -f) after checking nothing uses it"
                 )
             out["multipath_device"] = mpath.dev
             out["multipath_name"] = mpath.name
-            out["wwn"] = mpath.wwid
         return out
+
+    def _links(self, req: SessionRequest, found: list[_Found], others: list[SessionDetail], wwid: str | None,
+               deadline: _Deadline) -> list[str]:
+        """The by-path link of each found disk, named as udev's path_id names it.
+
+        path_id has no iface in the name: two sessions to one portal through
+        two ifaces give their disks one name, and the link points to one of
+        them, possibly a disk of a session of another iface. A link counts
+        when it resolves to a disk of a current session of the target with
+        that name and the volume's WWID; one left from an earlier session
+        never does.
+        """
+        def name_of(sysfs: SysfsSession, kernel_lun: int) -> str | None:
+            persistent = sysfs.persistent_address()
+            if persistent is None:
+                return None
+            return by_path_name(address=persistent[0], port=persistent[1], target=req.target, kernel_lun=kernel_lun)
+
+        names = []
+        for f in found:
+            name = name_of(f.sysfs, f.lun.lun)
+            if name is None:
+                raise DeviceError(f"the session {f.session.sid} of {req.target} vanished while its disk was looked up")
+            names.append(name)
+        candidates: dict[str, list[str]] = {}
+        for f, name in zip(found, names, strict=True):
+            candidates.setdefault(name, []).append(f.disk.name)
+        for s in others:
+            sysfs = SysfsSession(s.sid or 0)
+            lun = sysfs.find_lun(req.lun)
+            if lun is not None and lun.disk and Disk(lun.disk).wwid() == wwid:
+                name = name_of(sysfs, lun.lun)
+                if name in candidates:
+                    candidates[name].append(lun.disk)
+        links: dict[str, str] = {}
+        for name, disks in candidates.items():
+            link = self.devices.wait_for_link(disks, name, timeout=max(deadline.left(), 0.5))
+            if link is None:
+                raise DeviceError(
+                    f"lun: udev made no by-path link {name} for {', '.join('/dev/' + d for d in disks)} "
+                    f"(LUN {req.lun}) within {deadline.seconds:g}s, or it points to another disk; check that udev "
+                    f"runs (udevadm trigger /sys/block/{disks[0]} repairs a stale link)"
+                )
+            links[name] = link
+        return [links[n] for n in names]
 
     def state_absent(self, req: SessionRequest) -> dict[str, t.Any]:
         sessions = self._sessions(req)
-        disks = [Disk(s.disks[req.lun]) for s in sessions if req.lun in s.disks]
-        maps = {m.dm: m for m in (MultipathMap.of_disk(d) for d in disks) if m is not None}
+        found: list[tuple[SessionDetail, Disk]] = []
+        others: dict[int, list[int]] = {}
+        for s in sessions:
+            sysfs = SysfsSession(s.sid or 0)
+            lun = sysfs.find_lun(req.lun)
+            if lun is not None:
+                found.append((s, Disk(str(lun.disk))))
+            others[s.sid] = [d.lun for d in sysfs.other_disks(req.lun)]
+        disks = [d for _s, d in found]
+        if req.expected_wwid and disks:
+            self._refresh_identity(disks)
+            wrong = [(s, d, d.wwid()) for s, d in found if d.wwid() != req.expected_wwid]
+            if wrong:
+                listed = ", ".join(f"{d.dev} at {_path_of(s)} has {w or 'no WWID'}" for s, d, w in wrong)
+                raise DeviceError(
+                    f"wwid: LUN {req.lun} of {req.target} is no longer the volume {req.expected_wwid} ({listed}); "
+                    "nothing was deleted. Another volume is mapped behind that LUN now: detach it from the "
+                    "instances using it, or clear the attachment by hand"
+                )
+        # A map goes only with its last path: one that keeps paths of other
+        # ifaces or portals (another user of the volume) stays, without ours.
+        names = {d.name for d in disks}
+        maps = {m.dm: m for m in (MultipathMap.of_disk(d) for d in disks)
+                if m is not None and set(m.paths()) <= names}
         # Log out only of sessions that keep no other disk: another LUN of the
         # same target may be attached to another instance on this host.
-        to_logout = [s for s in sessions if not (set(s.disks) - {req.lun})]
+        to_logout = [s for s in sessions if not others.get(s.sid or 0)]
         kept = [s for s in sessions if s not in to_logout]
         for mpath in maps.values():
             self._remove_map(mpath, req.wait_timeout)
         for disk in disks:
             self._delete_disk(disk, req.wait_timeout)
         for s in to_logout:
-            if s.portal is not None:
-                self._logout(req, s.portal)
+            self._logout(req, s)
         return {
             "changed": bool(disks or maps or to_logout),
             "diff": {
-                "before": {"sessions": sorted(str(s.portal) for s in sessions), "devices": [d.dev for d in disks]},
-                "after": {"sessions": sorted(str(s.portal) for s in kept), "devices": []},
+                "before": {"sessions": sorted(str(_path_of(s)) for s in sessions), "devices": [d.dev for d in disks]},
+                "after": {"sessions": sorted(str(_path_of(s)) for s in kept), "devices": []},
             },
             "removed_devices": [d.dev for d in disks],
             "removed_multipath": [m.dev for m in maps.values()],
-            "logged_out": [str(s.portal) for s in to_logout],
+            "logged_out": [str(_path_of(s).portal) for s in to_logout],
             "kept_sessions": [
-                {"portal": str(s.portal), "luns_in_use": sorted(set(s.disks) - {req.lun})} for s in kept
+                {"portal": str(_path_of(s).portal), "iface": _path_of(s).iface, "sid": s.sid,
+                 "luns_in_use": sorted(others.get(s.sid or 0, []))}
+                for s in kept
             ],
         }
 
@@ -233,12 +456,20 @@ def argument_spec() -> dict[str, t.Any]:
         "target": {"type": "str", "required": True},
         "portals": {"type": "list", "elements": "str", "default": []},
         "lun": {"type": "int", "default": 1},
-        "iface": {"type": "str", "default": "default"},
+        "iface": {"type": "str"},
+        "ifaces": {"type": "list", "elements": "str"},
         "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         "multipath": {"type": "bool", "default": False},
         "wait_timeout": {"type": "float", "default": 30.0},
         "rescan": {"type": "bool", "default": True},
+        "wwid": {"type": "str", "aliases": ["wwn"]},
     }
+
+
+MODULE_KWARGS: dict[str, t.Any] = {
+    "supports_check_mode": True,
+    "mutually_exclusive": [("iface", "ifaces")],
+}
 
 
 def run(module: t.Any) -> None:
@@ -251,7 +482,7 @@ def run(module: t.Any) -> None:
             result = session.state_present(req)
         else:
             result = session.state_absent(req)
-        result.update(target=req.target, lun=req.lun)
+        result.update(target=req.target, lun=req.lun, ifaces=req.ifaces)
         if not module._diff:
             result.pop("diff", None)
         return result

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import typing as t
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeError, run_module
+from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    OpenVolumeError,
+    OpenVolumeModule,
+    run_module,
+)
 
 try:
     import libvirt
@@ -66,8 +70,8 @@ class LibvirtModule:
     """
 
     def __init__(self, argument_spec: dict[str, t.Any], **kwargs: t.Any) -> None:
-        self.module = AnsibleModule(argument_spec=dict(uri_spec(), **argument_spec), supports_check_mode=True,
-                                    **kwargs)
+        self.module = OpenVolumeModule(argument_spec=dict(uri_spec(), **argument_spec), supports_check_mode=True,
+                                       **kwargs)
         check_libraries(self.module)
         self._conn: t.Any = None
 

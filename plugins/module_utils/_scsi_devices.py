@@ -1,34 +1,38 @@
 # Copyright: openvolume.compute contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""SCSI disks of iSCSI sessions on the compute host: by-path names, sysfs, multipath maps.
+"""SCSI disks of iSCSI sessions on the compute host: sysfs, LUN numbers, by-path names, WWIDs, multipath maps.
 
 os-brick waited for a LUN by rescanning and sleeping ``tries ** 2`` seconds
-(FLOW.md step 9). Here a wait is a short poll of the by-path link with one
-bound on the total time, and every removal goes through sysfs the way the
-kernel documents it (``/sys/block/sdX/device/delete``).
+(FLOW.md step 9). Here the disk of a LUN is looked up where the kernel puts
+it, below the session in sysfs (``/sys/class/iscsi_session/sessionN/device/
+targetH:C:T/H:C:T:L/block/sdX``), with a short poll and one bound on the
+total time; the by-path link is only accepted when it resolves to that disk,
+so a link left over from an earlier session is never handed on. Every
+removal goes through sysfs the way the kernel documents it
+(``/sys/block/sdX/device/delete``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import wait_until
-from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import IscsiError, Portal
+from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import IscsiError
 
+SYSFS = "/sys"
 BY_PATH_DIR = "/dev/disk/by-path"
 POLL_INTERVAL = 0.05
 
+_HCTL = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
+_HEX = re.compile(r"^[0-9a-f]+$")
+
 
 class DeviceError(IscsiError):
-    """A SCSI device or multipath map did not appear, or could not be removed."""
-
-
-def by_path(portal: Portal, target: str, lun: int) -> str:
-    """The udev by-path link of an iSCSI LUN (udev's path_id naming)."""
-    return f"{BY_PATH_DIR}/ip-{portal}-iscsi-{target}-lun-{lun}"
+    """A SCSI device or multipath map did not appear, is not the expected one, or could not be removed."""
 
 
 def wait_for(predicate: t.Callable[[], bool], *, timeout: float) -> bool:
@@ -36,11 +40,120 @@ def wait_for(predicate: t.Callable[[], bool], *, timeout: float) -> bool:
     return wait_until(predicate, timeout=timeout, interval=POLL_INTERVAL)
 
 
+# LUN numbers -----------------------------------------------------------------
+#
+# A target names a LUN with 8 bytes (SAM); the kernel folds them into one
+# integer two bytes at a time (drivers/scsi scsilun_to_int): bytes 0-1 are
+# bits 0-15, bytes 2-3 bits 16-31. Which bytes a target uses for "LUN 300"
+# depends on its addressing method, so the kernel's number is not the
+# number in the volume catalogue:
+#   peripheral (LUN < 256, method 00b, bus 0)  00 NN   -> NN
+#   flat space (method 01b, up to 16383)       4x xx   -> 0x4000 + N (tgtd, most arrays)
+#   extended flat space (0xD2, 24-bit LUN)     D2 aa bb cc -> 0xD2aa | 0xbbcc << 16
+#   Linux's own mapping (LIO)                  int_to_scsilun(N) -> N
+# So a LUN is found by decoding the kernel numbers of the session's devices,
+# not by guessing one encoding.
+
+def lun_numbers(kernel_lun: int) -> set[int]:
+    """The LUN numbers a target may mean by the kernel's LUN number ``kernel_lun``."""
+    numbers = {kernel_lun}
+    first = (kernel_lun >> 8) & 0xFF
+    second = kernel_lun & 0xFF
+    level2 = (kernel_lun >> 16) & 0xFFFF
+    if kernel_lun >> 32 == 0:
+        if first >> 6 == 1 and level2 == 0:
+            numbers.add(((first & 0x3F) << 8) | second)
+        elif first == 0xD2:
+            numbers.add((second << 16) | level2)
+    return numbers
+
+
+def by_path_lun(kernel_lun: int) -> str:
+    """The LUN part of a by-path name, as udev's path_id writes it (format_lun_number)."""
+    if kernel_lun < 256:
+        return f"lun-{kernel_lun}"
+    return f"lun-0x{kernel_lun & 0xFFFF:04x}{(kernel_lun >> 16) & 0xFFFF:04x}00000000"
+
+
+def by_path_name(*, address: str, port: int | str, target: str, kernel_lun: int) -> str:
+    """The by-path name udev's path_id gives an iSCSI disk.
+
+    ``address`` and ``port`` are the connection's persistent address and port
+    as the kernel reports them: the node record's address verbatim, so an
+    IPv6 portal appears without brackets and in the record's spelling.
+    """
+    return f"ip-{address}:{port}-iscsi-{target}-{by_path_lun(kernel_lun)}"
+
+
+def find_by_path_link(disks: str | t.Collection[str], name: str, directory: str = BY_PATH_DIR) -> str | None:
+    """The by-path link called ``name`` (or ``<prefix>-name``) that resolves to one of ``/dev/<disks>``.
+
+    udev's path_id prepends the parents of the SCSI host: nothing for
+    iscsi_tcp and iser (their hosts are virtual), ``pci-0000:05:00.1-`` for
+    an offload HBA (bnx2i, qla4xxx, be2iscsi, cxgb4i). A link that exists
+    but points elsewhere (left from an earlier session) does not count.
+    """
+    wanted = {f"/dev/{d}" for d in ([disks] if isinstance(disks, str) else disks)}
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    for entry in entries:
+        if entry == name or entry.endswith(f"-{name}"):
+            path = os.path.join(directory, entry)
+            if os.path.realpath(path) in wanted:
+                return path
+    return None
+
+
+# WWIDs -----------------------------------------------------------------------
+#
+# The kernel's sysfs ``wwid`` names the designator type in words
+# (``naa.6001405...``); udev (scsi_id, ID_SERIAL) and multipath use its
+# numeric code as a prefix (``36001405...``). The collection speaks the
+# udev/multipath form, as os-brick does.
+_WWID_TYPES = {"t10.": "1", "eui.": "2", "naa.": "3"}
+
+
+def udev_wwid(sysfs_wwid: str) -> str:
+    """The udev/multipath form of a sysfs WWID (``naa.6001...`` -> ``36001...``)."""
+    text = sysfs_wwid.strip()
+    prefix = _WWID_TYPES.get(text[:4].lower())
+    if prefix is None:
+        return "8" + text
+    body = text[4:]
+    return prefix + (body.lower() if prefix in "23" else body)
+
+
+def normalize_wwid(text: str, *, param: str) -> str:
+    """A WWN from a volume catalogue in the udev/multipath form.
+
+    Accepts that form (``36001405...``), the kernel's (``naa.6001405...``,
+    ``eui.``) and a bare NAA in hex (``6001405...``, 16 or 32 digits), as
+    storage back ends report it.
+    """
+    value = text.strip()
+    low = value.lower()
+    if low[:4] in _WWID_TYPES:
+        return udev_wwid(value)
+    if _HEX.match(low):
+        if len(low) in (17, 25, 33) and low[0] in "123":
+            return low
+        if len(low) in (16, 32):
+            return "3" + low
+    raise DeviceError(
+        f"{param}: '{text}' is not a WWN this module knows; give the udev/multipath form (3 and the NAA in hex, "
+        "as in /dev/disk/by-id/wwn-0x... or multipath -ll), naa.<hex>, or the bare NAA in hex"
+    )
+
+
+# sysfs -----------------------------------------------------------------------
 @dataclass
 class Disk:
     """A SCSI disk as the kernel shows it in sysfs."""
 
     name: str  # sdb
+    sysfs_root: str = SYSFS
 
     @property
     def dev(self) -> str:
@@ -48,7 +161,7 @@ class Disk:
 
     @property
     def sysfs(self) -> str:
-        return f"/sys/block/{self.name}"
+        return f"{self.sysfs_root}/block/{self.name}"
 
     def exists(self) -> bool:
         return os.path.exists(self.sysfs)
@@ -58,13 +171,18 @@ class Disk:
         with open(f"{self.sysfs}/size") as f:
             return int(f.read().strip()) * 512
 
-    def wwid(self) -> str | None:
+    def sysfs_wwid(self) -> str | None:
         """The kernel's WWID of the disk (from VPD page 0x83), if it has one."""
         try:
             with open(f"{self.sysfs}/device/wwid") as f:
                 return f.read().strip() or None
         except OSError:
             return None
+
+    def wwid(self) -> str | None:
+        """The disk's WWID in the udev/multipath form, if it has one."""
+        raw = self.sysfs_wwid()
+        return udev_wwid(raw) if raw else None
 
     def holders(self) -> list[str]:
         """Device-mapper devices stacked on this disk (dm-0 ...)."""
@@ -76,6 +194,91 @@ class Disk:
     @classmethod
     def from_path(cls, path: str) -> Disk:
         return cls(os.path.basename(os.path.realpath(path)))
+
+
+@dataclass(frozen=True)
+class ScsiLun:
+    """One SCSI device below an iSCSI session: its H:C:T:L and its disk, if it is one."""
+
+    host: int
+    channel: int
+    target: int
+    lun: int  # the kernel's LUN number
+    disk: str | None
+
+    @property
+    def hctl(self) -> str:
+        return f"{self.host}:{self.channel}:{self.target}:{self.lun}"
+
+
+class SysfsSession:
+    """An iSCSI session as sysfs shows it (``/sys/class/iscsi_session/sessionN``)."""
+
+    def __init__(self, sid: int, sysfs_root: str = SYSFS) -> None:
+        self.sid = sid
+        self.root = sysfs_root
+
+    def _read(self, path: str) -> str | None:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def exists(self) -> bool:
+        return os.path.exists(f"{self.root}/class/iscsi_session/session{self.sid}")
+
+    def targetname(self) -> str | None:
+        return self._read(f"{self.root}/class/iscsi_session/session{self.sid}/targetname")
+
+    def persistent_address(self) -> tuple[str, str] | None:
+        """The connection's persistent address and port, the ones udev names by-path links after."""
+        conn = f"{self.root}/class/iscsi_connection/connection{self.sid}:0"
+        address, port = self._read(f"{conn}/persistent_address"), self._read(f"{conn}/persistent_port")
+        return (address, port) if address and port else None
+
+    def luns(self) -> list[ScsiLun]:
+        """The SCSI devices of the session, disks or not (tgtd's LUN 0 is a controller)."""
+        base = os.path.realpath(f"{self.root}/class/iscsi_session/session{self.sid}/device")
+        found = []
+        try:
+            targets = [d for d in os.listdir(base) if d.startswith("target")]
+        except OSError:
+            return []
+        for target in targets:
+            try:
+                entries = os.listdir(os.path.join(base, target))
+            except OSError:
+                continue
+            for entry in entries:
+                m = _HCTL.match(entry)
+                if not m:
+                    continue
+                try:
+                    blocks = sorted(os.listdir(os.path.join(base, target, entry, "block")))
+                except OSError:
+                    blocks = []
+                h, c, t_, lun = (int(x) for x in m.groups())
+                found.append(ScsiLun(h, c, t_, lun, blocks[0] if blocks else None))
+        return sorted(found, key=lambda d: d.lun)
+
+    def find_lun(self, lun: int) -> ScsiLun | None:
+        """The disk of the target's LUN ``lun``, whatever addressing the target uses.
+
+        Raises DeviceError when two disks could both be meant.
+        """
+        matches = [d for d in self.luns() if d.disk and lun in lun_numbers(d.lun)]
+        if len(matches) > 1:
+            raise DeviceError(
+                f"lun: LUN {lun} of session {self.sid} could be any of "
+                f"{', '.join(f'{d.disk} ({d.hctl})' for d in matches)}; give the kernel's LUN number "
+                "(the last number of H:C:T:L) instead"
+            )
+        return matches[0] if matches else None
+
+    def other_disks(self, lun: int) -> list[ScsiLun]:
+        """The disks of the session that are not LUN ``lun``."""
+        return [d for d in self.luns() if d.disk and lun not in lun_numbers(d.lun)]
 
 
 @dataclass
@@ -96,7 +299,7 @@ class MultipathMap:
 
     def paths(self) -> list[str]:
         try:
-            return sorted(os.listdir(f"/sys/block/{self.dm}/slaves"))
+            return sorted(os.listdir(f"{SYSFS}/block/{self.dm}/slaves"))
         except OSError:
             return []
 
@@ -104,9 +307,9 @@ class MultipathMap:
     def of_disk(cls, disk: Disk) -> MultipathMap | None:
         for dm in disk.holders():
             try:
-                with open(f"/sys/block/{dm}/dm/uuid") as f:
+                with open(f"{disk.sysfs_root}/block/{dm}/dm/uuid") as f:
                     uuid = f.read().strip()
-                with open(f"/sys/block/{dm}/dm/name") as f:
+                with open(f"{disk.sysfs_root}/block/{dm}/dm/name") as f:
                     name = f.read().strip()
             except OSError:
                 continue
@@ -155,10 +358,31 @@ class ScsiDevices:
         self.module = module
         self.multipath = Multipath(module)
 
-    def wait_for_paths(self, paths: list[str], *, timeout: float) -> list[str]:
-        """Wait until every by-path link exists; return the ones still missing."""
-        wait_for(lambda: all(os.path.exists(p) for p in paths), timeout=timeout)
-        return [p for p in paths if not os.path.exists(p)]
+    def wait_for_lun(self, session: SysfsSession, lun: int, *, timeout: float) -> ScsiLun | None:
+        """Wait until the session has a disk for LUN ``lun``."""
+        found: list[ScsiLun] = []
+
+        def present() -> bool:
+            d = session.find_lun(lun)
+            if d is not None:
+                found.append(d)
+            return d is not None
+
+        wait_for(present, timeout=timeout)
+        return found[-1] if found else None
+
+    def wait_for_link(self, disks: t.Collection[str], name: str, *, timeout: float) -> str | None:
+        """Wait until udev has made the by-path link ``name`` of one of ``disks``; the link, or None."""
+        found: list[str] = []
+
+        def present() -> bool:
+            link = find_by_path_link(disks, name)
+            if link is not None:
+                found.append(link)
+            return link is not None
+
+        wait_for(present, timeout=timeout)
+        return found[-1] if found else None
 
     def wait_for_map(self, disks: list[Disk], *, timeout: float) -> MultipathMap | None:
         """Wait for the multipath map over ``disks``, creating it if multipathd does not.
@@ -186,6 +410,19 @@ class ScsiDevices:
         wait_for(complete, timeout=max(timeout - grace, 0.0))
         return current()
 
+    def rescan(self, disk: Disk) -> None:
+        """Have the kernel read the disk's identity (VPD pages) and size again.
+
+        The sysfs WWID is what the kernel read when it found the disk; a
+        different volume mapped behind the same LUN since then shows only
+        after a rescan (``/sys/block/sdX/device/rescan``).
+        """
+        try:
+            with open(f"{disk.sysfs}/device/rescan", "w") as f:
+                f.write("1")
+        except OSError as exc:
+            raise DeviceError(f"rescanning {disk.dev} failed: {exc}") from None
+
     def flush_buffers(self, disk: Disk) -> None:
         blockdev = self.module.get_bin_path("blockdev", required=True)
         rc, _out, err = self.module.run_command([blockdev, "--flushbufs", disk.dev], check_rc=False)
@@ -208,7 +445,7 @@ class ScsiDevices:
 
     def remove_map(self, mpath: MultipathMap, *, timeout: float) -> None:
         self.multipath.flush(mpath=mpath)
-        if not wait_for(lambda: not os.path.exists(f"/sys/block/{mpath.dm}"), timeout=timeout):
+        if not wait_for(lambda: not os.path.exists(f"{SYSFS}/block/{mpath.dm}"), timeout=timeout):
             raise DeviceError(f"multipath map {mpath.name} is still there {timeout:g}s after the flush")
 
 

@@ -44,13 +44,28 @@ options:
   portal:
     description:
       - The portal, C(host), C(host:port), C([ipv6]) or C([ipv6]:port). The port defaults to 3260.
+      - Portals are compared as addresses (C([2001:DB8::1]) is C([2001:db8:0::1])); an existing record is
+        kept and addressed in its own spelling, a new one is made in the spelling given here, which is the
+        one the kernel and udev's by-path names then use.
+      - An IPv4-mapped IPv6 address (C([::ffff:192.0.2.10])) is refused, because iscsiadm cannot take it on
+        its command line; use the IPv4 address.
+      - A portal group tag may follow (C(192.0.2.10:3260,1)); a new record is then made with it. open-iscsi
+        keeps a record without tag as one file per portal, so records for several O(ifaces) need the tag.
       - Required with O(state=present) and with O(discover=true).
       - With O(state=absent) and no portal, the records of O(target) at every portal are deleted.
     type: str
   iface:
-    description: The open-iscsi interface (C(iscsiadm -m iface)) the record belongs to.
+    description:
+      - The open-iscsi interface (C(iscsiadm -m iface)) the record belongs to.
+      - Without O(iface) and O(ifaces), C(default).
     type: str
-    default: default
+  ifaces:
+    description:
+      - Several ifaces, the same record (O(auth), O(startup), O(settings)) for each of them, as one session
+        per iface needs (multipath over one portal through two NICs); see RV(records).
+      - With O(state=absent), the records of these ifaces are deleted.
+    type: list
+    elements: str
   state:
     description:
       - V(present) creates the record if missing and sets the requested keys.
@@ -108,8 +123,17 @@ options:
     type: bool
     default: false
 notes:
-  - C(iscsiadm) takes CHAP secrets only on its command line, so a secret is visible in the host's process
-    list for the few milliseconds C(iscsiadm -o update) runs. It is never in the module's result, diff or logs.
+  - C(iscsiadm) takes a record's values only on its command line (C(-v VALUE); open-iscsi has no option to read
+    one from a file or standard input), so a CHAP secret is in C(/proc/PID/cmdline) of that C(iscsiadm), where
+    any local user can read it, for the few milliseconds C(iscsiadm -o update) runs. os-brick has the same
+    window. The module sets a secret only when it differs from the stored one, so an unchanged record never
+    opens the window; mounting C(/proc) with C(hidepid=invisible) hides other users' processes entirely. The
+    secret is never in the module's result, diff or logs. open-iscsi keeps it in clear in the node record
+    (C(/etc/iscsi/nodes), readable by root only), as it must to log in.
+  - A line of C(iscsiadm -m node) the module does not understand is skipped with a warning instead of failing
+    the task.
+  - iscsiadm exit 6 (node database busy or unwritable, as when another iscsiadm holds its lock) is retried a
+    few times within about three seconds, as os-brick does.
 seealso:
   - module: openvolume.compute.iscsi_session
   - name: iscsiadm(8)
@@ -149,6 +173,15 @@ EXAMPLES = r"""
     startup: manual
   register: found
 
+- name: The same record through two ifaces (two sessions to one portal)
+  openvolume.compute.iscsi_node:
+    target: iqn.2010-10.org.example:volume-0b5e
+    portal: 192.0.2.10:3260,1  # the portal group tag: a record per iface needs it
+    ifaces: [iface-eth1, iface-eth2]
+    auth:
+      username: "{{ volume.auth_username }}"
+      password: "{{ volume.auth_password }}"
+
 - name: Forget a target at every portal
   openvolume.compute.iscsi_node:
     target: iqn.2010-10.org.example:volume-0b5e
@@ -167,17 +200,23 @@ portal:
   type: str
   sample: 192.0.2.10:3260
 iface:
-  description: The iface of the record.
+  description: The iface of the record (the first of O(ifaces)).
   returned: always
   type: str
   sample: default
+ifaces:
+  description: The ifaces of the request.
+  returned: always
+  type: list
+  elements: str
+  sample: [default]
 created:
   description: Whether this run created the record (or would, in check mode).
   returned: with O(state=present) and O(discover=false)
   type: bool
 record:
   description:
-    - The managed keys of the record after the run; passwords show as C(********) when set.
+    - The managed keys of the record (of the first iface) after the run; passwords show as C(********) when set.
   returned: with O(state=present) and O(discover=false)
   type: dict
   sample:
@@ -185,12 +224,18 @@ record:
     node.session.auth.authmethod: CHAP
     node.session.auth.username: host1
     node.session.auth.password: "********"
+records:
+  description: For each iface, the record's portal, whether this run created it and its managed keys (as RV(record)).
+  returned: with O(state=present) and O(discover=false)
+  type: list
+  elements: dict
+  sample: [{iface: iface-eth1, portal: "[2001:db8::10]:3260", created: true, record: {node.startup: manual}}]
 removed:
   description: The records deleted (or that would be, in check mode).
   returned: with O(state=absent)
   type: list
   elements: dict
-  sample: [{target: iqn.2010-10.org.example:volume-0b5e, portal: "192.0.2.10:3260", tpgt: 1}]
+  sample: [{target: iqn.2010-10.org.example:volume-0b5e, portal: "192.0.2.10:3260", tpgt: 1, iface: default}]
 discovered:
   description: What SendTargets returned.
   returned: with O(discover=true)
@@ -199,18 +244,12 @@ discovered:
   sample: [{target: iqn.2010-10.org.example:volume-0b5e, portal: "192.0.2.10:3260", tpgt: 1}]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import argument_spec, run
+from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeModule
+from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import MODULE_KWARGS, argument_spec, run
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        supports_check_mode=True,
-        required_if=[("discover", False, ("target",)), ("discover", True, ("portal",))],
-    )
-    run(module)
+    run(OpenVolumeModule(argument_spec=argument_spec(), **MODULE_KWARGS))
 
 
 if __name__ == "__main__":

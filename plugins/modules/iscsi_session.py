@@ -10,13 +10,25 @@ module: iscsi_session
 short_description: Connect a compute host to an iSCSI LUN (login, multipath, device wait) or disconnect it
 version_added: 0.1.0
 description:
-  - Logs in to an iSCSI target only where no session exists yet, waits for the LUN's
-    C(/dev/disk/by-path/ip-PORTAL-iscsi-IQN-lun-N) link with a short, bounded poll and, with
-    O(multipath=true), for the device-mapper multipath map over all paths. This is what os-brick's
-    iSCSI connector does for OpenStack Nova (steps 7 to 9 of the attach flow in the collection README).
+  - Logs in to an iSCSI target only where no session exists yet, finds the LUN's SCSI disk below each
+    session in sysfs with a short, bounded poll, waits for the disk's C(/dev/disk/by-path) link and, with
+    O(multipath=true), for the device-mapper multipath map over all paths. This is what os-brick's iSCSI
+    connector does for OpenStack Nova (steps 7 to 9 of the attach flow in the collection README).
+  - A path is a portal through an iface. With several O(ifaces) (for example two ifaces bound to two NICs
+    with C(iscsiadm -m iface)) there is one session per portal and iface, also to a single portal.
+  - A session counts as this module's when its target, its node record's portal (the persistent portal, which
+    stays the same after a login redirect) and its iface are among those asked for, and its transport is
+    C(tcp) or C(iser). Sessions of other ifaces are left alone.
+  - Portals are compared as addresses, so C([2001:DB8::1]:3260) and C([2001:db8:0::1]:3260) are one portal;
+    iscsiadm is handed each node record's own spelling.
+  - The disk handed on is checked to be the volume. Every path must report the same WWID; with O(wwid), a disk
+    with another WWID is refused (and a session this call logged in to is logged out again); with
+    O(multipath=true), every path of the map must have that WWID; the by-path link returned is one that
+    resolves to the disk found below the current session, never a link left from an earlier one.
   - With O(state=absent), removes the multipath map and the LUN's SCSI disks
-    (C(/sys/block/sdX/device/delete)) and logs out of a session only when no other LUN of the target
-    is still attached on this host.
+    (C(/sys/block/sdX/device/delete)) and logs out of a session only when no other LUN of the target is
+    still attached on this host through it. With O(wwid), the disks are first re-read (their identity may
+    have changed since the login) and nothing is removed unless all of them still have that WWID.
   - The node records (CHAP, settings) must exist; create them with M(openvolume.compute.iscsi_node).
   - After a good login the record's C(node.startup) is set to C(automatic), so the session comes back
     after a host reboot.
@@ -32,6 +44,8 @@ attributes:
     support: full
     details:
       - Reports which portals it would log in to or out of; it does not wait for devices.
+      - With O(state=absent) and O(wwid), the disks are rescanned (the kernel reads their identity again) even
+        in check mode, so the WWID check is the one a real run would make.
   diff_mode:
     support: full
 options:
@@ -49,13 +63,39 @@ options:
     elements: str
     default: []
   lun:
-    description: The LUN of the volume (C(target_lun) of the connection_info).
+    description:
+      - The LUN of the volume (C(target_lun) of the connection_info), as the target numbers it.
+      - The kernel numbers a LUN of 256 or more after the target's addressing method (flat space addressing
+        makes LUN 300 the kernel's 16684, and udev's by-path name C(lun-0x412c000000000000)); the disk is
+        found by decoding the numbers of the session's SCSI devices in sysfs (peripheral, flat space,
+        extended flat space and Linux's own mapping), so either number finds it.
     type: int
     default: 1
   iface:
-    description: The open-iscsi iface of the node records.
+    description:
+      - The open-iscsi iface of the node records and sessions (C(iscsiadm -m iface)).
+      - Without O(iface) and O(ifaces), C(default) (the kernel's iscsi_tcp over the routing table).
     type: str
-    default: default
+  ifaces:
+    description:
+      - Several ifaces, one session per portal and iface (multipath over one portal through two NICs).
+        Every iface needs its node record (M(openvolume.compute.iscsi_node) with
+        O(openvolume.compute.iscsi_node#module:ifaces)).
+      - Without O(multipath), the first portal and iface that logs in is used, as with several portals.
+      - With O(state=absent), only sessions of these ifaces are logged out.
+    type: list
+    elements: str
+  wwid:
+    description:
+      - The WWID the volume must have, from the volume catalogue or from RV(wwid) at attach time, in
+        the udev and multipath form (C(3) and the NAA in hex, as in C(/dev/disk/by-id/wwn-0x...) and
+        C(multipath -ll)), C(naa.) and hex, or the bare NAA in hex.
+      - With O(state=present), a disk with another WWID is refused; the call fails and logs out of any
+        session it logged in to.
+      - With O(state=absent), the disks are deleted only if all still have this WWID; otherwise the call fails
+        and deletes nothing (another volume is mapped behind the LUN now, and may be in use elsewhere).
+    type: str
+    aliases: [wwn]
   state:
     description: V(present) connects the LUN, V(absent) disconnects it.
     type: str
@@ -103,7 +143,17 @@ EXAMPLES = r"""
   openvolume.compute.iscsi_session:
     target: iqn.2010-10.org.example:volume-0b5e
     lun: 1
+    wwid: "{{ conn.wwid }}"  # refuse to delete a disk that is another volume by now
     state: absent
+
+- name: Two sessions to one IPv6 portal through two NICs, a LUN above 255, the volume's WWN from the catalogue
+  openvolume.compute.iscsi_session:
+    target: iqn.2010-10.org.example:volume-7c1d
+    portals: ["[2001:db8::10]:3260"]
+    ifaces: [iface-eth1, iface-eth2]
+    lun: 300
+    multipath: true
+    wwid: naa.600140512345678901234567890abcde
 """
 
 RETURN = r"""
@@ -121,26 +171,44 @@ initiator:
   type: str
   sample: iqn.1993-08.org.debian:01:b3f441c969
 logged_in:
-  description: Portals this call logged in to (or would, in check mode).
+  description: Portals this call logged in to (or would, in check mode), one entry per new session.
   returned: state=present
   type: list
   elements: str
+ifaces:
+  description: The ifaces of the request.
+  returned: always
+  type: list
+  elements: str
+  sample: [default]
 sessions:
-  description: The sessions that carry the LUN, with their session ids.
+  description: The sessions that carry the LUN, with their iface and session id.
   returned: state=present
   type: list
   elements: dict
-  sample: [{portal: "192.0.2.10:3260", sid: 3}]
+  sample: [{portal: "192.0.2.10:3260", iface: default, sid: 3}]
 by_path:
-  description: The by-path link of the LUN through the first portal.
+  description:
+    - The by-path link of the LUN through the first path, as udev names it (C(ip-ADDRESS:PORT-iscsi-IQN-lun-N);
+      an IPv6 address without brackets and spelt as in the node record; C(lun-0x...) for kernel LUN numbers from
+      256; the PCI path in front for an offload HBA), checked to resolve to a disk of a current session of the
+      target with the volume's WWID.
+    - udev's name has no iface in it, so with several sessions to one portal (O(ifaces)) the link resolves to one
+      of their disks, not always RV(device); use O(multipath=true) and RV(multipath_device) then.
   returned: state=present and not check mode
   type: str
   sample: /dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2010-10.org.example:volume-0b5e-lun-1
 by_paths:
-  description: The by-path links through every portal used.
+  description: The by-path links through every path used, in the order of RV(devices).
   returned: state=present and not check mode
   type: list
   elements: str
+hctls:
+  description: The SCSI address (host:channel:target:LUN, the kernel's LUN number) of each of RV(devices).
+  returned: state=present and not check mode
+  type: list
+  elements: str
+  sample: ["2:0:0:16684"]
 device:
   description: The SCSI disk of the first path.
   returned: state=present and not check mode
@@ -156,8 +224,16 @@ multipath_device:
   returned: state=present and not check mode
   type: str
   sample: /dev/mapper/mpatha
+wwid:
+  description:
+    - The LUN's WWID in the form udev and multipath use (C(3) and the NAA in hex for NAA designators, C(2) for
+      EUI-64, C(1) for T10 vendor ids), the same on every path and the multipath map's. Store it with the
+      attachment and give it back as O(wwid) on detach.
+  returned: state=present and not check mode
+  type: str
+  sample: "360000000000000000e00000000010001"
 wwn:
-  description: The LUN's WWID (the multipath map's WWID with O(multipath=true)).
+  description: The same as RV(wwid) (kept for compatibility).
   returned: state=present and not check mode
   type: str
 size:
@@ -175,26 +251,30 @@ removed_multipath:
   type: list
   elements: str
 logged_out:
-  description: Portals logged out of (or that would be).
+  description: Portals logged out of (or that would be), one entry per session.
   returned: state=absent
   type: list
   elements: str
 kept_sessions:
-  description: Sessions kept because other LUNs of the target are still attached on this host.
+  description:
+    - Sessions kept because other LUNs of the target are still attached on this host through them, with those
+      LUNs' kernel numbers.
   returned: state=absent
   type: list
   elements: dict
-  sample: [{portal: "192.0.2.10:3260", luns_in_use: [2]}]
+  sample: [{portal: "192.0.2.10:3260", iface: default, sid: 3, luns_in_use: [2]}]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_session import argument_spec, run
+from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeModule
+from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_session import (
+    MODULE_KWARGS,
+    argument_spec,
+    run,
+)
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    run(module)
+    run(OpenVolumeModule(argument_spec=argument_spec(), **MODULE_KWARGS))
 
 
 if __name__ == "__main__":

@@ -411,8 +411,7 @@ volumes:
       type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeModule
 from ansible_collections.openvolume.compute.plugins.module_utils._reservation import (
     MODULE_KWARGS,
     module_argument_spec,
@@ -421,7 +420,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=module_argument_spec(), supports_check_mode=True, **MODULE_KWARGS)
+    module = OpenVolumeModule(argument_spec=module_argument_spec(), supports_check_mode=True, **MODULE_KWARGS)
     run(module)
 
 

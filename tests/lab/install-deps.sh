@@ -9,6 +9,7 @@ packages=(
   libvirt-dev pkg-config gcc python3-dev python3-venv
   etcd-server etcd-client sqlite3
   debootstrap e2fsprogs openssh-client iproute2 rsync
+  rsyslog
 )
 missing=()
 for p in "${packages[@]}"; do

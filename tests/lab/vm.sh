@@ -55,8 +55,12 @@ net_up() {
     ip link add "$bridge" type bridge
     touch "$state/bridge.created"
   fi
-  ip addr show dev "$bridge" | grep -q "inet $addr1/" || ip addr add "$addr1/$prefix" dev "$bridge"
-  ip addr show dev "$bridge" | grep -q "inet $addr2/" || ip addr add "$addr2/$prefix" dev "$bridge"
+  # Capture first, then grep: under pipefail `ip ... | grep -q` fails when
+  # grep exits early and ip dies of SIGPIPE.
+  local addrs
+  addrs=$(ip addr show dev "$bridge")
+  grep -q "inet $addr1/" <<<"$addrs" || ip addr add "$addr1/$prefix" dev "$bridge"
+  grep -q "inet $addr2/" <<<"$addrs" || ip addr add "$addr2/$prefix" dev "$bridge"
   ip link set "$bridge" up
   local p
   for p in "$addr1:3260" "$addr2:3260"; do
@@ -222,7 +226,7 @@ portal2() {
   case "${1:-}" in
     cut) ip addr del "$addr2/$prefix" dev "$bridge" 2>/dev/null || true
          echo "vm: portal $addr2:3260 cut (address removed from $bridge)" ;;
-    restore) ip addr show dev "$bridge" | grep -q "inet $addr2/" || ip addr add "$addr2/$prefix" dev "$bridge"
+    restore) grep -q "inet $addr2/" <<<"$(ip addr show dev "$bridge")" || ip addr add "$addr2/$prefix" dev "$bridge"
              echo "vm: portal $addr2:3260 restored" ;;
     *) echo "usage: $0 portal2 cut|restore" >&2; exit 2 ;;
   esac

@@ -13,6 +13,8 @@ import pytest
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import KNOWN_NODE_KEYS
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
     EXIT_CODES,
+    Iscsiadm,
+    IscsiadmError,
     IscsiError,
     NodeEntry,
     Portal,
@@ -155,7 +157,10 @@ def test_exit_codes_are_explained(rc: int, words: str) -> None:
 
 
 def test_every_documented_exit_code_has_a_meaning() -> None:
-    assert sorted(EXIT_CODES) == list(range(1, 33))
+    # open-iscsi include/iscsi_err.h: 1 (ISCSI_ERR) to 33 (ISCSI_ERR_REQ_TIMEDOUT).
+    assert sorted(EXIT_CODES) == list(range(1, 34))
+    assert EXIT_CODES[32][0] == "ISCSI_ERR_SESSION_NOT_CONNECTED"
+    assert EXIT_CODES[33][0] == "ISCSI_ERR_REQ_TIMEDOUT"
     assert "unknown exit code" in explain(99)
 
 
@@ -175,3 +180,121 @@ def test_relevant_stderr_drops_systemd_noise() -> None:
 def test_auth_failure_names_the_option_that_holds_the_account() -> None:
     assert "(auth)" in explain(24)
     assert "(discovery_auth)" in explain(24, auth_param="discovery_auth")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("[2001:DB8::1]:3260", "[2001:db8:0:0:0:0:0:1]:3260"),
+        ("[2001:db8::1]", "[2001:0db8::0001]:3260"),
+        ("Storage-A.example.net", "storage-a.example.net.:3260"),
+        ("192.0.2.10", "192.0.2.10:3260,1"),
+    ],
+)
+def test_portals_compare_canonically(a: str, b: str) -> None:
+    assert Portal.parse(a) == Portal.parse(b)
+    assert len({Portal.parse(a), Portal.parse(b)}) == 1
+
+
+def test_portal_keeps_its_spelling_for_iscsiadm() -> None:
+    portal = Portal.parse("[2001:DB8:0::1]:3261")
+    assert str(portal) == "[2001:db8::1]:3261"
+    assert portal.arg == "[2001:DB8:0::1]:3261"
+    assert Portal.parse("192.0.2.10").arg == "192.0.2.10:3260"
+    assert Portal.parse("storage.example.net").arg == "storage.example.net:3260"
+    # iscsiadm brackets every address without a dot, host names included.
+    assert Portal.parse("storage:3260").arg == "[storage]:3260"
+
+
+def test_ipv4_mapped_portal_is_refused_with_the_fix() -> None:
+    with pytest.raises(IscsiError) as err:
+        Portal.parse("[::ffff:192.0.2.10]:3260", param="portal")
+    assert err.value.msg.startswith("portal: iscsiadm cannot take the IPv6 address '::ffff:192.0.2.10'")
+    assert "use the IPv4 address 192.0.2.10" in err.value.msg
+
+
+@pytest.mark.parametrize(
+    ("printed", "host", "literal", "port"),
+    [
+        ("192.0.2.10:3260", "192.0.2.10", "192.0.2.10", 3260),
+        ("[2001:DB8::1]:3260", "2001:db8::1", "2001:DB8::1", 3260),
+        # The kernel's current address of an IPv6 session: uncompressed.
+        ("[2001:0db8:0000:0000:0000:0000:0000:0001]:3260", "2001:db8::1", "2001:0db8:0000:0000:0000:0000:0000:0001",
+         3260),
+        # A host name without a dot is printed in brackets.
+        ("[storage]:3260", "storage", "storage", 3260),
+        # An IPv4-mapped address has dots, so it is printed without brackets.
+        ("::ffff:192.0.2.10:3260", "::ffff:c000:20a", "::ffff:192.0.2.10", 3260),
+    ],
+)
+def test_parse_printed_portals(printed: str, host: str, literal: str, port: int) -> None:
+    portal = Portal.parse_printed(printed)
+    assert (portal.host, portal.literal, portal.port) == (host, literal, port)
+
+
+def test_odd_node_lines_are_kept_or_skipped_not_fatal() -> None:
+    text = (
+        "[storage]:3260,1 iqn.2026-11.org.openvolume.lab:odd-host\n"
+        "::ffff:198.18.0.1:3260,1 iqn.2026-11.org.openvolume.lab:odd-mapped\n"
+        ":3260,-1 iqn.2026-11.org.openvolume.lab:odd-empty\n"
+        "198.18.0.1:3260,1 iqn.2026-11.org.openvolume.lab:plain\n"
+    )
+    skipped: list[str] = []
+    nodes = parse_node_list(text, skipped)
+    assert [n.target.rsplit(":", 1)[1] for n in nodes] == ["odd-host", "odd-mapped", "plain"]
+    assert skipped == [":3260,-1 iqn.2026-11.org.openvolume.lab:odd-empty"]
+
+
+class FakeModule:
+    """Just enough of AnsibleModule for the command wrapper: scripted exit codes."""
+
+    def __init__(self, rcs: list[int]) -> None:
+        self.rcs = rcs
+        self.calls: list[list[str]] = []
+        self.warnings: list[str] = []
+
+    def get_bin_path(self, name: str, required: bool = False) -> str:
+        return f"/usr/sbin/{name}"
+
+    def run_command(self, cmd: list[str], **_kw: object) -> tuple[int, str, str]:
+        self.calls.append(cmd)
+        rc = self.rcs.pop(0)
+        return rc, "", "iscsiadm: Could not make dir /etc/iscsi/nodes/x: File exists\n" if rc else ""
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+
+def test_exit_6_on_a_node_database_command_is_retried() -> None:
+    module = FakeModule([6, 6, 0])
+    sleeps: list[float] = []
+    iscsiadm = Iscsiadm(module, sleep=sleeps.append)
+    iscsiadm.node_new(target="iqn.2026-11.org.openvolume.lab:plain", portal=Portal.parse("198.18.0.1"), iface="default")
+    assert len(module.calls) == 3
+    assert sleeps == [0.25, 0.5]
+    assert len(module.warnings) == 1 and "went through at try 3" in module.warnings[0]
+    assert module.calls[0][1:] == ["-m", "node", "-T", "iqn.2026-11.org.openvolume.lab:plain", "-p", "198.18.0.1:3260",
+                                   "-I", "default", "-o", "new"]
+
+
+def test_exit_6_that_persists_fails_clearly() -> None:
+    module = FakeModule([6] * 5)
+    iscsiadm = Iscsiadm(module, sleep=lambda _s: None)
+    with pytest.raises(IscsiadmError) as err:
+        iscsiadm.node_new(target="iqn.2026-11.org.openvolume.lab:plain", portal=Portal.parse("198.18.0.1"),
+                          iface="default")
+    assert err.value.rc == 6
+    assert "ISCSI_ERR_IDBM" in err.value.msg and "tried 5 times" in err.value.msg
+    assert len(module.calls) == 5
+
+
+def test_exit_6_of_a_login_is_not_retried() -> None:
+    module = FakeModule([6])
+    with pytest.raises(IscsiadmError):
+        Iscsiadm(module, sleep=lambda _s: None).login(
+            target="iqn.2026-11.org.openvolume.lab:plain", portal=Portal.parse("198.18.0.1"), iface="default")
+    assert len(module.calls) == 1
+
+
+def test_exit_33_has_its_meaning() -> None:
+    assert explain(33).startswith("iscsiadm exit 33 (ISCSI_ERR_REQ_TIMEDOUT): iscsid did not answer")

@@ -10,13 +10,21 @@ from __future__ import annotations
 import pathlib
 
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
+    Iface,
     NodeEntry,
     Portal,
     SessionDetail,
     SessionEntry,
+    parse_iface_list,
     parse_node_list,
+    parse_node_tree,
     parse_session_detail,
     parse_session_list,
+)
+from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
+    by_path_name,
+    lun_numbers,
+    udev_wwid,
 )
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "iscsiadm"
@@ -34,12 +42,12 @@ def test_parse_session_detail_two_sessions_with_luns() -> None:
         SessionDetail(
             target=f"{PREFIX}:plain", portal=PORTAL, tpgt=1, iface="default", sid=2,
             connection_state="LOGGED IN", session_state="LOGGED_IN", host_number=2,
-            disks={1: "sda", 2: "sdb"},
+            disks={1: "sda", 2: "sdb"}, persistent_portal=PORTAL, transport="tcp", netdev="default",
         ),
         SessionDetail(
             target=f"{PREFIX}:chap", portal=PORTAL, tpgt=1, iface="default", sid=3,
             connection_state="LOGGED IN", session_state="LOGGED_IN", host_number=3,
-            disks={1: "sdc"},
+            disks={1: "sdc"}, persistent_portal=PORTAL, transport="tcp", netdev="default",
         ),
     ]
 
@@ -79,3 +87,93 @@ def test_parse_node_list_of_a_sendtargets_discovery() -> None:
     nodes = parse_node_list(fixture("discovery.txt"))
     names = [f"{PREFIX}:{n}" for n in ("plain", "chap", "mutual")] + [f"{PREFIX}:vol-{i:02d}" for i in range(1, 21)]
     assert nodes == [NodeEntry(PORTAL, 1, name) for name in names]
+
+
+# Captured by tests/vmlab/capture-realworld.sh in a compute-host guest
+# (open-iscsi 2.1.8, kernel 6.1, udev 252) against tgtd: rw-luns through an
+# IPv6 portal recorded as [FD00:6F76:1:0::1]:3260 with LUNs 1, 300 and 16383;
+# rw-ifaces through one portal by two ifaces, ov-a and ov-b; odd records.
+RW = f"{PREFIX}:rw"
+V6 = Portal.make("FD00:6F76:1:0::1", 3260)
+
+
+def test_rw_two_sessions_to_one_portal_share_its_portal_lines() -> None:
+    sessions = parse_session_detail(fixture("rw_session_p3.txt"))
+    assert [(s.target, s.sid, s.iface, str(s.persistent_portal), s.netdev, s.transport) for s in sessions] == [
+        (f"{RW}-luns", 5, "default", "[fd00:6f76:1::1]:3260", "default", "tcp"),
+        (f"{RW}-ifaces", 6, "ov-a", "198.18.0.1:3260", "eth0", "tcp"),
+        (f"{RW}-ifaces", 7, "ov-b", "198.18.0.1:3260", "eth0", "tcp"),
+    ]
+    # iscsiadm printed no portal lines for the second one: it takes them over.
+    assert sessions[2].portal == sessions[1].portal == PORTAL
+    assert [s.disks for s in sessions] == [{1: "sda", 16684: "sdb", 32767: "sdc"}, {1: "sdd"}, {1: "sde"}]
+    assert [s.host_number for s in sessions] == [2, 3, 4]
+
+
+def test_rw_ipv6_current_portal_is_uncompressed_persistent_is_the_records_spelling() -> None:
+    luns = parse_session_detail(fixture("rw_session_p3.txt"))[0]
+    assert luns.portal is not None and luns.persistent_portal is not None
+    assert luns.portal.literal == "fd00:6f76:0001:0000:0000:0000:0000:0001"
+    assert luns.persistent_portal.literal == "FD00:6F76:1:0::1"
+    # Both are one portal, and the one asked for in any spelling.
+    assert luns.portal == luns.persistent_portal == V6 == Portal.parse("[fd00:6f76:1::1]:3260")
+
+
+def test_rw_session_list_agrees_with_detail() -> None:
+    listed = parse_session_list(fixture("rw_session_list.txt"))
+    assert [(s.sid, s.portal, s.target) for s in listed] == [
+        (5, V6, f"{RW}-luns"), (6, PORTAL, f"{RW}-ifaces"), (7, PORTAL, f"{RW}-ifaces"),
+    ]
+    assert listed[0].portal.literal == "FD00:6F76:1:0::1"
+
+
+def test_rw_node_list_keeps_odd_lines_and_skips_the_empty_record() -> None:
+    skipped: list[str] = []
+    nodes = parse_node_list(fixture("rw_node_list.txt"), skipped)
+    assert [(n.target.rsplit(":", 1)[1], n.portal.literal, n.tpgt) for n in nodes] == [
+        ("odd-host", "storage", -1),
+        ("odd-mapped", "::ffff:198.18.0.1", -1),
+        ("rw-ifaces", "198.18.0.1", 1),
+        ("rw-ifaces", "198.18.0.1", 1),
+        ("rw-luns", "FD00:6F76:1:0::1", -1),
+    ]
+    assert skipped == ["[]:3260,4294967295"]
+
+
+def test_rw_node_tree_gives_each_record_its_iface() -> None:
+    skipped: list[str] = []
+    nodes = parse_node_tree(fixture("rw_node_tree.txt"), skipped)
+    assert [(n.target.rsplit(":", 1)[1], str(n.portal), n.tpgt, n.iface) for n in nodes] == [
+        ("odd-host", "storage:3260", -1, "default"),
+        ("odd-mapped", "[::ffff:c612:1]:3260", -1, "default"),
+        ("rw-ifaces", "198.18.0.1:3260", 1, "ov-a"),
+        ("rw-ifaces", "198.18.0.1:3260", 1, "ov-b"),
+        ("rw-luns", "[fd00:6f76:1::1]:3260", -1, "default"),
+    ]
+    # The empty record: its "Target: " and "Portal: []:3260,-1" lines.
+    assert skipped == ["Target:"]
+
+
+def test_rw_iface_list() -> None:
+    assert parse_iface_list(fixture("rw_iface_list.txt")) == [
+        Iface("ov-a", "tcp", netdev="eth0"),
+        Iface("ov-b", "tcp", netdev="eth0"),
+        Iface("default", "tcp"),
+        Iface("iser", "iser"),
+    ]
+
+
+def test_rw_by_path_names_are_what_udev_made() -> None:
+    # rw_sysfs_udev.txt: the sysfs persistent address, the kernel's LUN
+    # numbers and the ID_PATH udev gave each disk.
+    text = fixture("rw_sysfs_udev.txt")
+    id_paths = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ID_PATH=")]
+    expected = [
+        by_path_name(address="FD00:6F76:1:0::1", port=3260, target=f"{RW}-luns", kernel_lun=lun)
+        for lun in (1, 16684, 32767)
+    ] + [by_path_name(address="198.18.0.1", port=3260, target=f"{RW}-ifaces", kernel_lun=1)] * 2
+    assert id_paths == expected
+    wwids = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ID_SERIAL=")]
+    sysfs = [w.split("wwid=")[1] for w in text.splitlines() if " sd" in w and "wwid=" in w]
+    assert [udev_wwid(w) for w in sysfs] == wwids
+    assert lun_numbers(16684) >= {300} and lun_numbers(32767) >= {16383}
