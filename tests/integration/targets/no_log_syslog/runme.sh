@@ -31,8 +31,11 @@ if grep -q -F -e "$password" -e "$password_in" "$log"; then
   echo "FAIL: a CHAP secret is in the -vvv output"
   exit 1
 fi
-grep -q 'volume_reservation: Invoked with .*connection_info.*auth_username' <<<"$written" \
-  || { echo "FAIL: volume_reservation's invocation with connection_info did not reach syslog"; exit 1; }
+# (Run as a plain module file, it logs under the name of its AnsibleModule's file.)
+grep -q 'Invoked with volumes=.*syslog-2.*connection_info.*auth_username' <<<"$written" \
+  || { echo "FAIL: volume_reservation's invocation with connection_info did not reach syslog"; echo "$written" | tail -5; exit 1; }
+grep -q "iscsi_node: Invoked with .*node.session.auth.password" <<<"$written" \
+  || { echo "FAIL: iscsi_node's invocation with a secret in settings did not reach syslog"; exit 1; }
 grep -q 'iscsi_node: Invoked with' <<<"$written" \
   || { echo "FAIL: iscsi_node's invocation did not reach syslog"; exit 1; }
 echo "PASS: $invoked module invocations in syslog and $(wc -l <"$log") lines of -vvv output, no CHAP secret"
