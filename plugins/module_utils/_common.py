@@ -137,6 +137,25 @@ def run_module(module: t.Any, handler: t.Callable[[], dict[str, t.Any]], secrets
     module.exit_json(**mask_secrets(result, secrets))
 
 
+def undo_after(error: OpenVolumeError, steps: t.Iterable[tuple[str, t.Callable[[], object]]]) -> None:
+    """Run the undo ``steps`` of a failed call; a failed undo is added to ``error``, never put in its place.
+
+    Each step is (what it undoes, callable). The caller re-raises ``error``
+    afterwards: the user sees the original failure and, after it, what could
+    not be undone (also in the result as ``not_undone``).
+    """
+    stuck = []
+    for label, step in steps:
+        try:
+            step()
+        except OpenVolumeError as exc:
+            stuck.append(f"{label} ({exc.msg})")
+    if stuck:
+        error.msg = f"{error.msg}; and could NOT undo: {'; '.join(stuck)}"
+        error.args = (error.msg,)
+        error.details["not_undone"] = stuck
+
+
 def wait_until(predicate: t.Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` seconds have passed.
 

@@ -33,12 +33,16 @@ def iscsi_inventory(module: t.Any) -> dict[str, t.Any]:
     if not module.get_bin_path("iscsiadm"):
         return {"available": False, "sessions": [], "nodes": []}
     iscsiadm = Iscsiadm(module)
+    # The persistent portal is the node record's (what a request names);
+    # LUNs are the kernel's numbers (16684 for a flat-addressed LUN 300).
     sessions = [
-        {"target": s.target, "portal": str(s.portal) if s.portal else None, "iface": s.iface, "sid": s.sid,
+        {"target": s.target, "portal": str(s.persistent_portal or s.portal) if (s.persistent_portal or s.portal)
+         else None, "current_portal": str(s.portal) if s.portal else None, "iface": s.iface,
+         "transport": s.transport, "sid": s.sid,
          "luns": [{"lun": lun, "device": dev} for lun, dev in sorted(s.disks.items())]}
         for s in iscsiadm.session_details()
     ]
-    nodes = [{"target": n.target, "portal": str(n.portal), "tpgt": n.tpgt} for n in iscsiadm.nodes()]
+    nodes = [{"target": n.target, "portal": str(n.portal), "tpgt": n.tpgt, "iface": n.iface} for n in iscsiadm.nodes()]
     return {"available": True, "sessions": sessions, "nodes": nodes}
 
 

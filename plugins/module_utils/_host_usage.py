@@ -30,6 +30,8 @@ import dataclasses
 import re
 import typing as t
 
+from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import lun_numbers
+
 SECRET_PREFIX = "openvolume/"
 IN_USE = "in-use"
 TRANSITIONAL = ("attaching", "detaching")
@@ -117,11 +119,16 @@ class HostTruth:
         iscsi = info.get("iscsi") or {}
         self.sessions: list[t.Mapping[str, t.Any]] = list(iscsi.get("sessions") or [])
         self.nodes: list[t.Mapping[str, t.Any]] = list(iscsi.get("nodes") or [])
-        # Kernel disk (sdb) -> (target, LUN), from the sessions.
+        # Kernel disk (sdb) -> (target, kernel LUN number), from the sessions.
         self.lun_of_device: dict[str, tuple[str, int]] = {
             lun["device"]: (s["target"], int(lun["lun"]))
             for s in self.sessions for lun in s.get("luns") or [] if lun.get("device")
         }
+
+    @staticmethod
+    def lun_keys(target: str, kernel_lun: int) -> set[tuple[str, int]]:
+        """(target, LUN) for every LUN number a catalogue may give for a kernel LUN (300 for 16684)."""
+        return {(target, n) for n in lun_numbers(kernel_lun)}
 
     def domain(self, name: str) -> t.Mapping[str, t.Any] | None:
         for dom in self.domains.values():
@@ -161,7 +168,7 @@ class HostTruth:
         return auth.get("secret_usage")
 
     def disk_luns(self, disk: t.Mapping[str, t.Any]) -> set[tuple[str, int]]:
-        """The iSCSI LUNs (target, kernel LUN) a domain's block disk sits on."""
+        """The iSCSI LUNs (target, LUN number as a catalogue gives it) a domain's block disk sits on."""
         src = disk.get("source") or {}
         if src.get("type") != "block":
             return set()
@@ -169,10 +176,10 @@ class HostTruth:
         dev = disk.get("block_device") or {}
         for name in [dev.get("name"), *(dev.get("slaves") or [])]:
             if name and name in self.lun_of_device:
-                found.add(self.lun_of_device[name])
+                found |= self.lun_keys(*self.lun_of_device[name])
         named = parse_by_path(str(src.get("path") or ""))
         if named:
-            found.add(named)
+            found |= self.lun_keys(*named)
         return found
 
 
@@ -352,8 +359,8 @@ def reconcile(
         users_here = [u for u in uses if u.mode == "host" and u.target == target]
         disk_keys = {k for _n, d in state.disks() for k in state.disk_luns(d)}
         for lun in session.get("luns") or [{"lun": None, "device": None}]:
-            key = (target, lun["lun"])
-            if lun["lun"] is not None and (any(u.lun_key == key for u in users_here) or key in disk_keys):
+            keys = state.lun_keys(target, int(lun["lun"])) if lun["lun"] is not None else set()
+            if lun["lun"] is not None and (any(u.lun_key in keys for u in users_here) or keys & disk_keys):
                 continue
             if lun["lun"] is None and (users_here or any(k[0] == target for k in disk_keys)):
                 continue

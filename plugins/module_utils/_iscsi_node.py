@@ -13,7 +13,12 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK, run_module, skip_if_check_mode
+from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    MASK,
+    run_module,
+    skip_if_check_mode,
+    undo_after,
+)
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
     Iscsiadm,
     IscsiError,
@@ -198,10 +203,10 @@ class IscsiNode:
                 applied.append(key)
                 self.iscsiadm.node_update(target=req.target, portal=portal, iface=iface, name=key,
                                           value=changes[key], secret=is_secret_setting(key))
-        except IscsiError:
-            for key in reversed(applied):
-                self.iscsiadm.node_update(target=req.target, portal=portal, iface=iface, name=key,
-                                          value=previous.get(key, ""), secret=is_secret_setting(key))
+        except IscsiError as exc:
+            undo_after(exc, [(f"resetting {key}", lambda key=key: self.iscsiadm.node_update(  # type: ignore[misc]
+                target=req.target, portal=portal, iface=iface, name=key, value=previous.get(key, ""),
+                secret=is_secret_setting(key))) for key in reversed(applied)])
             raise
 
     @skip_if_check_mode
@@ -260,10 +265,11 @@ class IscsiNode:
         changes = {k: v for k, v in req.desired.items() if current.get(k, "") != v}
         try:
             self._update(req, portal, iface, changes, current)
-        except IscsiError:
+        except IscsiError as exc:
             if created:
                 # Leave nothing half-done: the record this call made goes again.
-                self._delete(req, portal, iface)
+                undo_after(exc, [(f"deleting the record of {req.target} at {portal} (iface {iface})",
+                                  lambda: self._delete(req, portal, iface))])
             raise
         after = dict(current) | changes
         changed_secrets = {k for k in changes if is_secret_setting(k) and before and before.get(k)}

@@ -27,7 +27,11 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.openvolume.compute.plugins.module_utils._common import run_module, skip_if_check_mode
+from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    run_module,
+    skip_if_check_mode,
+    undo_after,
+)
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
     SESSION_TRANSPORTS,
     Iscsiadm,
@@ -200,13 +204,16 @@ class IscsiSession:
             )
         return records
 
-    def _rollback(self, req: SessionRequest, logged_in: list[Path]) -> None:
-        """Log out of the sessions this call logged in to (found again by their path)."""
+    def _rollback(self, req: SessionRequest, logged_in: list[Path], error: IscsiError) -> None:
+        """Log out of the sessions this call logged in to (found again by their path).
+
+        A logout that fails is added to ``error``, which the caller raises.
+        """
         if not logged_in:
             return
-        for s in self._sessions(req):
-            if _path_of(s) in logged_in:
-                self._logout(req, s)
+        undo_after(error, [(f"logout from {req.target} at {s.persistent_portal or s.portal}",
+                            lambda s=s: self._logout(req, s))  # type: ignore[misc]
+                           for s in self._sessions(req) if _path_of(s) in logged_in])
 
     # states -------------------------------------------------------------------------
     def state_present(self, req: SessionRequest) -> dict[str, t.Any]:
@@ -278,9 +285,9 @@ class IscsiSession:
             result.update(self._devices(req, ordered, others, fresh=set(logged_in), deadline=deadline))
             result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": sessions[p].sid}
                                   for p in wanted]
-        except IscsiError:
+        except IscsiError as exc:
             # No half-done state: log out of what this call logged in to.
-            self._rollback(req, logged_in)
+            self._rollback(req, logged_in, exc)
             raise
         return result
 

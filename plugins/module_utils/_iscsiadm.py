@@ -75,6 +75,9 @@ EXIT_CODES: dict[int, tuple[str, str, str]] = {
 }
 
 RC_IDBM = 6
+# What iscsiadm prints, alone, for a discovery record that does not exist.
+_NOT_FOUND = re.compile(r"Discovery record \[.*\] not found")
+
 RC_SESSION_EXISTS = 15
 RC_NO_OBJECTS = 21
 
@@ -673,10 +676,18 @@ class Iscsiadm:
         return ["-m", "discoverydb", "-t", "sendtargets", "-p", portal.arg, "-I", iface]
 
     def discoverydb_record(self, *, portal: Portal, iface: str) -> dict[str, str] | None:
-        # Exit 6 here means "no such discovery record" as well as a real
-        # database error; both read as "no record".
-        result = self.run(args=[*self._discoverydb_args(portal, iface), "-S"], ok=(0, RC_IDBM, RC_NO_OBJECTS),
-                          action=f"reading the discovery record of {portal}")
+        # iscsiadm exits 6 for "Discovery record [...] not found." and for a
+        # database it cannot lock or read (it then prints that line too):
+        # only the first alone is "no record"; taking the second for it would
+        # write a new record over the old one.
+        action = f"reading the discovery record of {portal}"
+        args = [*self._discoverydb_args(portal, iface), "-S"]
+        result = self.run(args=args, ok=(0, RC_IDBM, RC_NO_OBJECTS), action=action)
+        said_lines = [ln for ln in _relevant_stderr(result.stderr).splitlines() if ln.strip()]
+        if result.rc == RC_IDBM and not all(_NOT_FOUND.search(ln) for ln in said_lines):
+            said = _relevant_stderr(result.stderr)
+            raise IscsiadmError(f"{action} failed: {explain(RC_IDBM)}. iscsiadm said: {said}",
+                                rc=RC_IDBM, cmd=[self.binary, *args], stderr=result.stderr)
         return parse_record(result.stdout) if result.rc == 0 else None
 
     def discoverydb_new(self, *, portal: Portal, iface: str) -> None:

@@ -13,7 +13,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
-from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK, skip_if_check_mode
+from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK, skip_if_check_mode, undo_after
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
 
 # usage_type -> (libvirt constant name, the XML element under <usage>)
@@ -195,18 +195,10 @@ def run(module: lv.LibvirtModule) -> None:
             for spec in specs:
                 outcomes.append(manager.state_present(spec) if spec.state == "present" else manager.state_absent(spec))
         except LibvirtError as exc:
-            # Nothing half-done: secrets this task defined go again. A failed
-            # undo is added to the error, never put in its place.
-            stuck = []
-            for spec, outcome in zip(specs, outcomes, strict=False):
-                if spec.state == "present" and outcome["created"]:
-                    try:
-                        manager.state_absent(spec)
-                    except LibvirtError as undo:
-                        stuck.append(f"{spec.usage} ({undo.msg})")
-            if stuck:
-                raise LibvirtError(f"{exc.msg}; the secrets this task defined could NOT all be removed again: "
-                                   f"{'; '.join(stuck)}", **exc.details) from None
+            # Nothing half-done: secrets this task defined go again.
+            undo_after(exc, [(f"removing the secret {spec.usage}", lambda spec=spec: manager.state_absent(spec))
+                             for spec, outcome in zip(specs, outcomes, strict=False)
+                             if spec.state == "present" and outcome["created"]])
             raise
         if batch:
             result: dict[str, t.Any] = {

@@ -185,11 +185,21 @@ class Disk:
         return udev_wwid(raw) if raw else None
 
     def holders(self) -> list[str]:
-        """Device-mapper devices stacked on this disk (dm-0 ...)."""
+        """Device-mapper devices stacked on this disk (dm-0 ...); none when the disk is gone.
+
+        Any other failure to read them is an error: taken for "none", a live
+        multipath map would be missed and the disk under it deleted.
+        """
         try:
             return sorted(os.listdir(f"{self.sysfs}/holders"))
-        except OSError:
+        except FileNotFoundError:
+            if self.exists():
+                raise DeviceError(f"{self.dev} has no holders directory in sysfs; cannot tell whether a "
+                                  "multipath map sits on it, so it is left alone") from None
             return []
+        except OSError as exc:
+            raise DeviceError(f"reading the holders of {self.dev} failed ({exc.strerror}); cannot tell whether a "
+                              "multipath map sits on it, so it is left alone") from None
 
     @classmethod
     def from_path(cls, path: str) -> Disk:

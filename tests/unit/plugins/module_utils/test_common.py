@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import typing as t
+
 import pytest
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK, is_secret_key, mask_secrets
@@ -42,3 +44,45 @@ def test_mask_secrets_nested_and_in_text() -> None:
     assert masked["noted_password"] == f"{MASK} (changed)"
     assert masked["secrets"] == [{"usage": "openvolume/v1", "value": MASK}]
     assert value["data"]["auth_password"] == "s3cr3t-pw"
+
+
+def test_undo_after_adds_failed_undos_to_the_original_error() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeError, undo_after
+
+    done = []
+
+    def fails() -> None:
+        raise OpenVolumeError("logout failed: iscsiadm exit 10")
+
+    error = OpenVolumeError("login to t at p failed: iscsiadm exit 24", rc=24)
+    undo_after(error, [("logout from t at p1", fails), ("logout from t at p2", lambda: done.append("p2"))])
+    # Every undo was tried; the original error leads, the failed undo follows.
+    assert done == ["p2"]
+    assert error.msg == ("login to t at p failed: iscsiadm exit 24; and could NOT undo: "
+                         "logout from t at p1 (logout failed: iscsiadm exit 10)")
+    assert error.details == {"rc": 24, "not_undone": ["logout from t at p1 (logout failed: iscsiadm exit 10)"]}
+    clean = OpenVolumeError("x")
+    undo_after(clean, [("nothing", lambda: None)])
+    assert clean.msg == "x" and "not_undone" not in clean.details
+
+
+def test_unreadable_holders_are_an_error_not_none(monkeypatch: t.Any) -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils import _scsi_devices
+    from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import DeviceError, Disk
+
+    def denied(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(_scsi_devices.os, "listdir", denied)
+    with pytest.raises(DeviceError, match="reading the holders of /dev/sdq failed .* left alone"):
+        Disk("sdq").holders()
+
+    def gone(path: str) -> list[str]:
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(_scsi_devices.os, "listdir", gone)
+    monkeypatch.setattr(_scsi_devices.os.path, "exists", lambda p: False)
+    assert Disk("sdq").holders() == []
+    monkeypatch.setattr(_scsi_devices.os.path, "exists", lambda p: True)
+    with pytest.raises(DeviceError, match="no holders directory"):
+        Disk("sdq").holders()

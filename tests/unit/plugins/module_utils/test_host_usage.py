@@ -192,3 +192,20 @@ def test_reconcile_of_a_consistent_host_is_empty() -> None:
              "secrets": [{"usage": "openvolume/vol-01", "usage_type": "iscsi"}]}
     out = reconcile(records, "h1", truth)
     assert out == {"rows": [], "attach": [], "detach": [], "secrets": [], "luns": [], "nodes": []}
+
+
+def test_luns_from_256_match_the_catalogue_number() -> None:
+    # tgtd's LUN 300 is the kernel's 16684 (flat space addressing), by-path lun-0x412c000000000000.
+    records = [record("vol-07", att("vm1", "h1", ci=conn("vol-07", "host", lun=300))),
+               record("vol-07", att("vm2", "h1", ci=conn("vol-07", "host", lun=300)))]
+    path = f"/dev/disk/by-path/ip-198.18.0.1:3260-iscsi-{IQN}-lun-0x412c000000000000"
+    session = dict(SESSION, luns=[{"lun": 16684, "device": "sdc"}])
+    truth = {"domains": [dom("vm2", disk("vol-07", ["live"], {"type": "block", "path": path},
+                                         {"name": "sdc", "slaves": []}))],
+             "iscsi": {"sessions": [session]}}
+    item300 = dict(item("vol-07", "vm1", "host"), lun=300)
+    (decision,) = release([item300], records[:1], "h1", truth)
+    assert not decision["disconnect"] and "domain vm2 (disk vol-07)" in decision["kept"][0]
+    out = reconcile(records[1:], "h1", dict(truth, domains=[]), our_targets=[IQN])
+    # Recorded (in-use, its domain gone) and its LUN 300 is used by the record: not an orphan.
+    assert out["luns"] == []
