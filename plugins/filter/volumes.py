@@ -107,7 +107,8 @@ def stored_connection_info(
         "serial": item["volume_id"],
         "target_dev": target_dev or item.get("target_dev"),
         "device_path": device_path,
-        "wwid": wwid,
+        "wwid": wwid or item.get("wwn"),
+        "ifaces": item.get("ifaces"),
     }
     return conn
 
@@ -366,6 +367,16 @@ def attach_plan(
         data = conn["data"]
         secret_usage = f"openvolume/{vid}" if data.get("auth_username") else None
         multipath = bool(req.get("multipath", entry.get("multipath", False)))
+        ifaces = req.get("ifaces") or entry.get("ifaces")
+        if ifaces is not None and (not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces)):
+            raise AnsibleFilterError(f"volume_attach: volume {vid}: ifaces must be a list of iface names")
+        if ifaces and len(ifaces) > 1 and not multipath:
+            # Two sessions to one portal give two disks of one LUN; only the
+            # multipath map over them is the one device to hand the guest.
+            raise AnsibleFilterError(
+                f"volume_attach: volume {vid}: ifaces: {len(ifaces)} ifaces make {len(ifaces)} paths to the LUN; "
+                "set multipath: true for it"
+            )
         qemu_source: dict[str, t.Any] | None = None
         if mode == "qemu":
             portal = Portal.parse(data["target_portal"])
@@ -393,6 +404,12 @@ def attach_plan(
             # the catalogue inside the module arguments that need them.
             "connection_info": public_connection_info(conn),
             "secret_usage": secret_usage if mode == "qemu" else None,
+            # Host mode: the volume's WWN to insist on (catalogue ``wwn``),
+            # the open-iscsi ifaces to log in through and, with several, the
+            # portal group tag their node records need.
+            "wwn": entry.get("wwn"),
+            "ifaces": ifaces or None,
+            "portal_group": entry.get("portal_group", 1) if ifaces and len(ifaces) > 1 else entry.get("portal_group"),
             "record_state": record_state,
             "lapsed": bool(att and att.get("lapsed")),
             "reserve_state": "detaching" if record_state in ("detaching", "error_detaching") else "attaching",
@@ -450,6 +467,7 @@ def detach_plan(
             mode=extra.get("attach_mode", "host"),
             multipath=bool(extra.get("multipath", False)),
             secret_usage=extra.get("secret_usage"),
+            ifaces=extra.get("ifaces"),
             target=data.get("target_iqn"),
             lun=data.get("target_lun"),
             portals=data.get("target_portals") or ([data["target_portal"]] if data.get("target_portal") else []),
@@ -531,10 +549,12 @@ def attach_undo(
         if res.get("logged_in") and not res.get("skipped") and res.get("item")
     }
     created_nodes = [
-        {"target": res.get("target"), "portal": res.get("portal"), "volume_id": (res.get("item") or [{}])[0].get(
-            "volume_id")}
-        for res in _results(results.get("nodes"), "results") if res.get("created")
+        {"target": res.get("target"), "portal": rec.get("portal") or res.get("portal"),
+         "iface": rec.get("iface") or "default", "volume_id": (res.get("item") or [{}])[0].get("volume_id")}
+        for res in _results(results.get("nodes"), "results")
+        for rec in (res.get("records") or [{"created": res.get("created")}]) if rec.get("created")
     ]
+    wwids = {vid: res.get("wwid") for vid, res in _session_results(results.get("sessions")).items()}
     items = [
         {"volume_id": i["volume_id"], "instance": i["instance"], "mode": i["mode"],
          "secret_usage": i.get("secret_usage"), "target": i["connection_info"]["data"]["target_iqn"],
@@ -550,9 +570,10 @@ def attach_undo(
             secrets.append({"usage_type": "iscsi", "usage": decision["remove_secret"], "state": "absent"})
         if decision["disconnect"] and item["volume_id"] in logged_in:
             data = item["connection_info"]["data"]
-            sessions.append({"target": data["target_iqn"], "portals": item["portals"], "lun": data["target_lun"]})
+            sessions.append({"target": data["target_iqn"], "portals": item["portals"], "lun": data["target_lun"],
+                             "ifaces": item.get("ifaces"), "wwid": wwids.get(item["volume_id"])})
         if decision["remove_node_records"]:
-            nodes += [{"target": n["target"], "portal": n["portal"]} for n in created_nodes
+            nodes += [{"target": n["target"], "portal": n["portal"], "iface": n["iface"]} for n in created_nodes
                       if n["volume_id"] == item["volume_id"]]
     return {"disks": disks, "secrets": secrets, "sessions": sessions, "nodes": nodes, "kept": kept}
 

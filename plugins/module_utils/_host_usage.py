@@ -364,7 +364,8 @@ def reconcile(
                 continue
             if lun["lun"] is None and (users_here or any(k[0] == target for k in disk_keys)):
                 continue
-            entry = {"target": target, "portal": session.get("portal"), "lun": lun["lun"]}
+            entry = {"target": target, "portal": session.get("portal"), "lun": lun["lun"],
+                     "iface": session.get("iface") or "default"}
             if entry not in luns:
                 what = f"LUN {lun['lun']} ({lun['device']})" if lun["lun"] is not None else "a session"
                 row("-", "-", "no attachment on this host", f"{what} of {target} at {session.get('portal')}",
@@ -378,7 +379,7 @@ def reconcile(
             continue
         if any(u.mode == "host" and u.target == target for u in staying):
             continue
-        entry = {"target": target, "portal": node.get("portal")}
+        entry = {"target": target, "portal": node.get("portal"), "iface": node.get("iface") or "default"}
         if entry not in nodes:
             row("-", "-", "no attachment on this host", f"node record {target} at {node.get('portal')}",
                 "remove the orphan node record")

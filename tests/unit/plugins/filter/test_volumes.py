@@ -136,7 +136,7 @@ def test_reserve_entries_store_the_connection_info() -> None:
     assert reserve["connection_info"]["data"]["auth_password"] == "p"
     assert reserve["connection_info"]["openvolume"] == {
         "attach_mode": "qemu", "multipath": False, "secret_usage": "openvolume/vol-01", "serial": "vol-01",
-        "target_dev": None, "device_path": None, "wwid": None}
+        "target_dev": None, "device_path": None, "wwid": None, "ifaces": None}
 
 
 def test_reservation_and_disk_entries() -> None:

@@ -182,8 +182,10 @@ def test_reconcile_decisions() -> None:
     assert out["attach"] == [{"volume": "vol-02", "instance": "vm1"}, {"volume": "vol-04", "instance": "vm1"}]
     assert out["detach"] == [{"volume": "vol-03", "instance": "gone"}, {"volume": "vol-05", "instance": "vm1"}]
     assert out["secrets"] == [{"usage_type": "iscsi", "usage": "openvolume/vol-99", "state": "absent"}]
-    assert out["luns"] == [{"target": "iqn.2026-11.org.openvolume.lab:vol-12", "portal": "198.18.0.1:3260", "lun": 1}]
-    assert out["nodes"] == [{"target": "iqn.2026-11.org.openvolume.lab:vol-13", "portal": "198.18.0.1:3260"}]
+    assert out["luns"] == [{"target": "iqn.2026-11.org.openvolume.lab:vol-12", "portal": "198.18.0.1:3260", "lun": 1,
+                            "iface": "default"}]
+    assert out["nodes"] == [{"target": "iqn.2026-11.org.openvolume.lab:vol-13", "portal": "198.18.0.1:3260",
+                             "iface": "default"}]
 
 
 def test_reconcile_of_a_consistent_host_is_empty() -> None:
