@@ -494,6 +494,41 @@ class Backend(abc.ABC):
     def store_id(self) -> str:
         """A text naming this store (for the lease keeper's lock)."""
 
+    def update_many(
+        self, changes: t.Mapping[str, t.Callable[[Volume | None], Volume | None]]
+    ) -> dict[str, tuple[Volume | None, Volume | None]]:
+        """Replace several records at once, all or nothing; return volume id -> (before, after).
+
+        When a ``change`` raises, nothing is written and the exception goes
+        on. The backends do this in one transaction; this fallback, for a
+        backend without one, applies the changes in turn and puts back what
+        it changed (if nobody changed it since) before raising.
+        """
+        done: list[tuple[str, Volume | None, Volume | None]] = []
+        try:
+            for vid, change in changes.items():
+                before, after = self.update(vid, change)
+                done.append((vid, before, after))
+        except ReservationError as exc:
+            stuck = []
+            for vid, before, after in reversed(done):
+
+                def restore(current: Volume | None, before: Volume | None = before,
+                            after: Volume | None = after) -> Volume | None:
+                    if not same(current, after):
+                        raise ReservationError("it changed since this call changed it")
+                    return before
+
+                try:
+                    self.update(vid, restore)
+                except ReservationError as undo:
+                    stuck.append(f"{vid} ({undo.msg})")
+            if stuck:
+                exc.msg += f"; could NOT put back {'; '.join(stuck)}"
+                exc.args = (exc.msg,)
+            raise
+        return {vid: (before, after) for vid, before, after in done}
+
     def renew(self, token: str, expires_at: float) -> int:
         """Extend the leases ``token`` holds to ``expires_at``; return how many it holds.
 
@@ -627,52 +662,63 @@ class Reservations:
         return Outcome(req, before, after, names[-1] if names else None)
 
     def apply_all(self, reqs: t.Sequence[Request]) -> list[Outcome]:
-        """Perform requests in order; on a failure undo the ones done and raise.
+        """Perform requests in order, all or nothing: one transaction for the whole batch.
 
-        Each transition is atomic on its own; the batch is all-or-nothing
-        through compensation: the records this call changed are put back as
-        they were (if nobody changed them since), in reverse order.
+        Requests for one volume are planned in their order on the record the
+        earlier ones leave. When one is refused, nothing of the batch is
+        written and the error names the entry.
         """
-        outcomes: list[Outcome] = []
-        done: list[Outcome] = []
-        predicted: dict[str, Volume | None] | None = {} if self.module.check_mode else None
+        if self.module.check_mode:
+            return self._predict_all(reqs)
+        groups: dict[str, list[tuple[int, Request]]] = {}
+        for index, req in enumerate(reqs):
+            groups.setdefault(req.volume_id, []).append((index, req))
+        steps: dict[int, tuple[Volume | None, Volume | None, str | None]] = {}
+
+        def change_of(vid: str) -> t.Callable[[Volume | None], Volume | None]:
+            def change(current: Volume | None) -> Volume | None:
+                # Called again by a backend that lost a compare-and-set race.
+                record = current
+                for index, req in groups[vid]:
+                    try:
+                        after, name = plan(record, req, self.clock())
+                    except ReservationError as exc:
+                        raise _EntryRefused(index, exc) from exc
+                    steps[index] = (record, after if name else record, name)
+                    record = after if name else record
+                return record
+
+            return change
+
+        try:
+            self.backend.update_many({vid: change_of(vid) for vid in groups})
+        except _EntryRefused as refused:
+            req, exc = reqs[refused.index], refused.error
+            raise type(exc)(f"volumes[{refused.index}] (volume {req.volume_id}): {exc.msg}; nothing in this batch "
+                            "was changed", failed_index=refused.index) from exc
+        return [Outcome(req, *steps[index]) for index, req in enumerate(reqs)]
+
+    def _predict_all(self, reqs: t.Sequence[Request]) -> list[Outcome]:
+        """Check mode: what the batch would do, each entry on the record the earlier ones would leave."""
+        predicted: dict[str, Volume | None] = {}
+        outcomes = []
         for index, req in enumerate(reqs):
             try:
                 outcome = self.apply(req, predicted)
             except ReservationError as exc:
-                undone, stuck = self._undo(done) or ([], [])
-                msg = f"volumes[{index}] (volume {req.volume_id}): {exc.msg}"
-                if undone:
-                    msg += f"; rolled back what this call had done to {', '.join(undone)}"
-                if stuck:
-                    msg += f"; could NOT roll back {'; '.join(stuck)}"
-                raise type(exc)(msg, failed_index=index, rolled_back=undone, not_rolled_back=stuck) from exc
+                raise type(exc)(f"volumes[{index}] (volume {req.volume_id}): {exc.msg}", failed_index=index) from exc
+            predicted[req.volume_id] = outcome.after
             outcomes.append(outcome)
-            if predicted is not None:
-                predicted[req.volume_id] = outcome.after
-            if outcome.changed:
-                done.append(outcome)
         return outcomes
 
-    @skip_if_check_mode
-    def _undo(self, done: list[Outcome]) -> tuple[list[str], list[str]]:
-        undone: list[str] = []
-        stuck: list[str] = []
-        for outcome in reversed(done):
-            vid = outcome.request.volume_id
 
-            def restore(current: Volume | None, outcome: Outcome = outcome) -> Volume | None:
-                if not same(current, outcome.after):
-                    raise ReservationError("it changed since this call changed it")
-                return outcome.before
+class _EntryRefused(ReservationError):
+    """A batch entry that ``plan`` refused (carries its index through the backend)."""
 
-            try:
-                self.backend.update(vid, restore)
-            except ReservationError as exc:
-                stuck.append(f"{vid} ({exc.msg})")
-            else:
-                undone.append(vid)
-        return undone, stuck
+    def __init__(self, index: int, error: ReservationError) -> None:
+        super().__init__(error.msg)
+        self.index = index
+        self.error = error
 
 
 # --- options and the task ------------------------------------------------------------------------

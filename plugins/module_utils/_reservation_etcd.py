@@ -58,6 +58,8 @@ except ImportError as _exc:
 # Compare-and-set retries before giving up; each retry re-reads and re-plans,
 # so only writers that keep changing the same volume can exhaust them.
 MAX_ATTEMPTS = 50
+# etcd's default --max-txn-ops: operations one transaction may hold.
+MAX_TXN_OPS = 128
 
 
 def _quote(part: str) -> str:
@@ -279,6 +281,68 @@ class EtcdBackend(Backend):
             f"volume {volume_id} kept changing under this transition ({MAX_ATTEMPTS} attempts); nothing was "
             "changed, try again"
         )
+
+    def update_many(
+        self, changes: t.Mapping[str, t.Callable[[Volume | None], Volume | None]]
+    ) -> dict[str, tuple[Volume | None, Volume | None]]:
+        """All changes in one etcd transaction: the records read in one, written in one, all or nothing.
+
+        The write compares the revision of every volume key read, so a
+        concurrent writer of any of them makes it fail as a whole; it is then
+        read and decided again. A batch larger than one transaction may hold
+        (etcd's --max-txn-ops, 128 by default) falls back to one transaction
+        per volume, putting back what it changed when a later one fails.
+        """
+        ids = list(changes)
+        for attempt in range(MAX_ATTEMPTS):
+            raws = self._read_many(ids)
+            out: dict[str, tuple[Volume | None, Volume | None]] = {}
+            compare: list[dict[str, t.Any]] = []
+            ops: list[dict[str, t.Any]] = []
+            for vid in ids:
+                raw = raws[vid]
+                before = self._decode(vid, raw)
+                after = changes[vid](before)
+                out[vid] = (before, after)
+                if same(before, after):
+                    continue
+                base = self._dir(vid)
+                compare.append({"key": _b64(base + "volume"), "result": "EQUAL", "target": "MOD",
+                                "mod_revision": raw.get(base + "volume", ("", 0, 0))[1]})
+                ops += self._operations(base, raw, after)
+            if not ops:
+                return out
+            if len(ops) > MAX_TXN_OPS:
+                return super().update_many(changes)
+            result = self._call(
+                f"write volumes {', '.join(ids)}", self.client.transaction,
+                {"compare": compare, "success": ops, "failure": []},
+                changed="the batch may or may not have been applied: read the records "
+                        "(openvolume.compute.volumes lookup) before retrying",
+            )
+            if result.get("succeeded"):
+                return out
+            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise ReservationError(
+            f"volumes {', '.join(ids)} kept changing under this batch ({MAX_ATTEMPTS} attempts); nothing was "
+            "changed, try again"
+        )
+
+    def _read_many(self, ids: t.Sequence[str]) -> dict[str, dict[str, tuple[str, int, int]]]:
+        """The raw keys of several volumes, read in one transaction (one revision)."""
+        reads = [{"request_range": {"key": _b64(self._dir(vid)), "range_end": _b64(_next_prefix(self._dir(vid)))}}
+                 for vid in ids]
+        result = self._call(f"read volumes {', '.join(ids)}", self.client.transaction,
+                            {"compare": [], "success": reads, "failure": []})
+        out: dict[str, dict[str, tuple[str, int, int]]] = {}
+        for vid, response in zip(ids, result.get("responses") or [], strict=True):
+            raw: dict[str, tuple[str, int, int]] = {}
+            for kv in (response.get("response_range") or {}).get("kvs") or []:
+                key = base64.b64decode(kv["key"]).decode()
+                value = base64.b64decode(kv.get("value", "")).decode()
+                raw[key] = (value, int(kv.get("mod_revision", 0)), int(kv.get("lease", 0)))
+            out[vid] = raw
+        return out
 
     def _operations(
         self, base: str, raw: dict[str, tuple[str, int, int]], after: Volume | None

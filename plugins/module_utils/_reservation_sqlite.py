@@ -239,6 +239,35 @@ class SqliteBackend(Backend):
             raise
         return before, after
 
+    def update_many(
+        self, changes: t.Mapping[str, t.Callable[[Volume | None], Volume | None]]
+    ) -> dict[str, tuple[Volume | None, Volume | None]]:
+        """All changes in one ``BEGIN IMMEDIATE`` transaction: all or nothing."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise BackendError(
+                f"sqlite_path: {self.path} stayed locked by another writer ({exc}); nothing was changed, try again"
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from exc
+        out: dict[str, tuple[Volume | None, Volume | None]] = {}
+        try:
+            for vid, change in changes.items():
+                before = self._load(vid)
+                after = change(before)
+                if not same(before, after):
+                    self._store(vid, after)
+                out[vid] = (before, after)
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self._rollback()
+            raise self._unusable(exc) from exc
+        except BaseException:
+            self._rollback()
+            raise
+        return out
+
     def _rollback(self) -> None:
         # A failed statement may have ended the transaction already.
         if self.conn.in_transaction:

@@ -118,10 +118,12 @@ options:
     description:
       - Many volumes in one task, each with the per-volume options above. Mutually exclusive with
         O(volume_id), O(instance), O(host), O(mountpoint), O(mode), O(connection_info) and O(multiattach).
-      - The entries are applied in order, each one an atomic transition of its own.
-      - "The batch is all-or-nothing: when an entry fails, the transitions this task already made are rolled
-        back (each record is put back as it was, unless someone changed it meanwhile, which the error then
-        says), and the task fails naming the entry, for example C(volumes[3] (volume vol-4): ...)."
+      - The entries are planned in order (several entries for one volume apply to the record the earlier ones
+        leave) and written in one transaction (SQLite) or one etcd transaction.
+      - "The batch is all-or-nothing: when an entry is refused, nothing of the batch is written and the task fails
+        naming the entry, for example C(volumes[3] (volume vol-4): ...; nothing in this batch was changed). A batch
+        larger than one etcd transaction may hold (C(--max-txn-ops), 128 operations by default, about 60 volumes)
+        is written volume by volume and what was written is put back when a later entry is refused."
     type: list
     elements: dict
     suboptions:

@@ -5,7 +5,8 @@ A small measurement, not a test: it runs the attach/detach cycle
 through module_utils, on a SQLite file and on the lab etcd
 ($OV_LAB_DIR/etcd.env, from `tests/lab/lab.sh up etcd`), and prints
 transitions per second. Each transition is a full compare-and-set (read,
-decide, write) as the module does it, over one open connection.
+decide, write) as the module does it, over one open connection; in
+batches, one transaction per batch of 50 volumes.
 
 Usage: .venv/bin/python tests/bench/reservation_bench.py [--volumes N] [--backend sqlite|etcd]
 """
@@ -33,6 +34,13 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
     Reservations,
     open_backend,
 )
+from ansible_collections.openvolume.compute.plugins.module_utils._reservation_lease import Owner  # noqa: E402
+
+# One run holds what it reserves (as a playbook run does).
+RUN = Owner(token="bench-run")
+# Volumes per batch, as the roles send a host's attachments in one task
+# (50 volumes fit one etcd transaction of the default 128 operations).
+BATCH = 50
 
 CI = {"driver_volume_type": "iscsi", "data": {"target_iqn": "iqn.x:vol", "target_portal": "127.0.0.1:3260",
                                               "target_lun": 1, "auth_password": "bench-secret"}}
@@ -50,16 +58,19 @@ def bench(params: dict, volumes: int) -> tuple[float, float]:
     ids = [f"bench-{i:05}" for i in range(volumes)]
     for vid in ids:
         service.apply(Request.from_params({"volume_id": vid, "state": "present"}, lease_ttl=600))
-    reqs = [Request.from_params(dict(step, volume_id=vid), lease_ttl=600) for step in CYCLE for vid in ids]
+    reqs = [Request.from_params(dict(step, volume_id=vid), lease_ttl=600, owner=RUN) for step in CYCLE for vid in ids]
     start = time.perf_counter()
     for req in reqs:
         if not service.apply(req).changed:
             raise SystemExit(f"bench: {req} did not change anything")
     single = len(reqs) / (time.perf_counter() - start)
-    # The batch form the roles use: one apply_all per step of the cycle.
+    # The batch form the roles use: one apply_all (one transaction) per step
+    # of the cycle and batch of volumes.
     start = time.perf_counter()
     for step in CYCLE:
-        service.apply_all([Request.from_params(dict(step, volume_id=vid), lease_ttl=600) for vid in ids])
+        for first in range(0, len(ids), BATCH):
+            service.apply_all([Request.from_params(dict(step, volume_id=vid), lease_ttl=600, owner=RUN)
+                               for vid in ids[first:first + BATCH]])
     batch = len(reqs) / (time.perf_counter() - start)
     for vid in ids:
         service.apply(Request.from_params({"volume_id": vid, "state": "absent"}, lease_ttl=600))

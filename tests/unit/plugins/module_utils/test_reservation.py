@@ -250,7 +250,7 @@ def test_batch_rolls_back_on_failure(store: Store) -> None:
     with pytest.raises(IllegalTransition) as err:
         service.apply_all(reqs)
     assert err.value.msg.startswith("volumes[2] (volume b3): volume b3 is in-use by other on h1")
-    assert "rolled back what this call had done to b2, b1" in err.value.msg
+    assert err.value.msg.endswith("; nothing in this batch was changed")
     assert store.get("b1").attachments == {} and store.get("b2").attachments == {}
 
 
@@ -442,3 +442,33 @@ def test_plan_is_pure() -> None:
     req = Request.from_params({"volume_id": "v", "state": "present"}, lease_ttl=600)
     after, name = plan(None, req, 0.0)
     assert name == "create" and after is not None and after.status == AVAILABLE
+
+
+def test_a_batch_is_one_transaction_per_volume_sequence(store: Store) -> None:
+    # present + attaching + in-use for one volume, and a second volume: one batch, planned in order.
+    reqs = [Request.from_params(p, lease_ttl=600, owner=TEST_RUN) for p in (
+        {"volume_id": "t1", "state": "present"},
+        {"volume_id": "t1", "state": ATTACHING, "instance": "i1", "host": "h1", "connection_info": CI},
+        {"volume_id": "t2", "state": "present", "multiattach": True},
+        {"volume_id": "t1", "state": IN_USE, "instance": "i1"},
+    )]
+    outcomes = store.service().apply_all(reqs)
+    assert [o.transition for o in outcomes] == ["create", "reserve", "create", "attach"]
+    assert outcomes[1].before.attachments == {} and outcomes[3].before.attachments["i1"].status == ATTACHING
+    assert store.get("t1").attachments["i1"].status == IN_USE and store.get("t2").multiattach
+
+
+def test_a_large_batch_keeps_all_or_nothing(store: Store) -> None:
+    # Beyond what one etcd transaction holds (128 operations): still all or nothing.
+    ids = [f"big-{n:03d}" for n in range(80)]
+    store.service().apply_all([Request.from_params({"volume_id": v, "state": "present"}, lease_ttl=600)
+                               for v in ids])
+    bring(store, "big-079", IN_USE, instance="other")
+    reqs = [Request.from_params({"volume_id": v, "state": ATTACHING, "instance": "i1", "host": "h1"},
+                                lease_ttl=600, owner=TEST_RUN) for v in ids]
+    with pytest.raises(IllegalTransition, match=r"^volumes\[79\] \(volume big-079\)"):
+        store.service().apply_all(reqs)
+    assert all(store.get(v).attachments == {} for v in ids[:79])
+    reqs = reqs[:79]
+    assert all(o.transition == "reserve" for o in store.service().apply_all(reqs))
+    assert all(store.get(v).attachments["i1"].status == ATTACHING for v in ids[:79])
