@@ -5,4 +5,4 @@
 # between; same-host multiattach; a deleted domain; drift; orphans; an
 # unreachable host. See test_safety.py.
 set -eu
-exec python -m pytest -q -p no:cacheprovider -rfE --tb=short -n 3 --dist loadgroup "$@" test_safety.py
+exec python -m pytest -q -p no:cacheprovider -rfE --tb=short -n 3 "$@" test_safety.py

@@ -184,7 +184,10 @@ def secrets() -> set[str]:
         uuid_ = line.split()[0] if line.split() else ""
         if not uuid_:
             continue
-        xml = virsh("secret-dumpxml", uuid_)
+        # Another case may remove its secret between the list and the read.
+        xml = virsh("secret-dumpxml", uuid_, check=False)
+        if not xml.strip():
+            continue
         usage = etree.fromstring(xml.encode()).find("usage")
         if usage is not None and len(usage):
             out.add(usage[0].text)
