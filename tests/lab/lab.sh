@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local lab: real tgtd, libvirtd + QEMU and etcd on loopback.
+# The local lab: real tgtd, libvirtd + QEMU, etcd and Ceph on loopback.
 # Usage: tests/lab/lab.sh up|down|status [component ...]
 # Each component is tests/lab/<name>.sh with the same three verbs; every one
 # is idempotent, keeps its state under $OV_LAB_DIR/<name>/, tracks its
@@ -12,7 +12,7 @@ verb=${1:-status}
 shift || true
 components=("$@")
 if [ ${#components[@]} -eq 0 ]; then
-  components=(tgt libvirt etcd)
+  components=(tgt libvirt etcd ceph)
 fi
 case "$verb" in
   up|status) order=("${components[@]}") ;;
