@@ -37,6 +37,8 @@ DIRECT_CACHE = ("none", "directsync")
 FORMATS = ("raw", "qcow2", "qed", "vmdk", "vhdx")
 # Image formats known by their first bytes (as QEMU probes them); raw has none.
 MAGIC = ((b"QFI\xfb", "qcow2"), (b"QED\x00", "qed"), (b"KDMV", "vmdk"), (b"vhdxfile", "vhdx"))
+# Settings whose option is not named like the setting.
+PARAM = {"format": "source.format"}
 # How long the monitor probe before an RBD attach waits for each address.
 PROBE_TIMEOUT = 3.0
 
@@ -573,8 +575,9 @@ class LibvirtDisks:
         differ = [k for k, v in have.items() if asked_for.get(k) is not None and asked_for[k] != v]
         if differ:
             asked = ", ".join(f"{k}={asked_for[k]!r} (attached: {have[k]!r})" for k in differ)
+            param = PARAM.get(differ[0], differ[0])
             raise LibvirtError(
-                f"{spec.where}{differ[0]}: {spec.label} is attached as {info['target_dev']} with other settings: "
+                f"{spec.where}{param}: {spec.label} is attached as {info['target_dev']} with other settings: "
                 f"{asked}; detach it first to attach it with these settings, or ask for the attached ones"
             )
         return str(info["target_dev"])

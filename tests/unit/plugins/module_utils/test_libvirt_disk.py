@@ -178,6 +178,8 @@ def test_same_disk_again_is_accepted() -> None:
         ({"readonly": False}, "readonly: disk p1 of d is attached as sda with other settings: readonly=False"),
         ({"cache": "directsync"}, "cache: disk p1"),
         ({"target_dev": "sdc"}, "target_dev: disk p1 of d is already attached as sda, not sdc"),
+        ({"source": {"type": "file", "path": "/var/tmp/p.img", "format": "qcow2"}},
+         "source.format: disk p1 of d is attached as sda with other settings: format='qcow2' (attached: 'raw')"),
         ({"source": {"type": "file", "path": "/var/tmp/q.img"}},
          "serial: disk p1 of d is already attached as sda with another source (/var/tmp/p.img)"),
     ],
