@@ -23,7 +23,7 @@ export PATH := $(BIN):$(PATH)
 help:
 	@echo "make demo        set up and run the main job on the embedded defaults"
 	@echo "make test        set up and run every test (lint, sanity, units, integration, VMs)"
-	@echo "make lab-up | lab-down | lab-status   the local lab (tgtd, libvirtd, etcd)"
+	@echo "make lab-up | lab-down | lab-status   the local lab (tgtd, libvirtd, etcd, ceph)"
 	@echo "make units | integration | sanity | lint | molecule | test-vm | bench"
 
 deps:

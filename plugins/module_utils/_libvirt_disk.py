@@ -13,7 +13,9 @@ does not release a virtio disk leaves it attached although libvirt's call
 from __future__ import annotations
 
 import re
+import socket
 import string
+import struct
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -24,12 +26,31 @@ from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import
 
 BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
 SECRET_TYPE = {"iscsi": "iscsi", "rbd": "ceph"}
-DEFAULT_PORT = {"iscsi": 3260, "rbd": 6789}
+# An iSCSI portal without a port is 3260 (libvirt assumes it too); we write
+# it out. A Ceph monitor without a port gets none: librados then tries the
+# messenger v2 port 3300 and the v1 port 6789, while a forced 6789 breaks
+# clusters whose monitors speak v2 only.
+ISCSI_PORT = 3260
+CEPH_MON_PORTS = (3300, 6789)
+# Cache modes with O_DIRECT: the only ones QEMU's native AIO works with.
+DIRECT_CACHE = ("none", "directsync")
+FORMATS = ("raw", "qcow2", "qed", "vmdk", "vhdx")
+# Image formats known by their first bytes (as QEMU probes them); raw has none.
+MAGIC = ((b"QFI\xfb", "qcow2"), (b"QED\x00", "qed"), (b"KDMV", "vmdk"), (b"vhdxfile", "vhdx"))
+# Settings whose option is not named like the setting.
+PARAM = {"format": "source.format"}
+# How long the monitor probe before an RBD attach waits for each address.
+PROBE_TIMEOUT = 3.0
 
 
 @dataclass
 class DiskSpec:
-    """One disk as the user asked for it, validated."""
+    """One disk as the user asked for it, validated.
+
+    ``io`` is what the user chose (None: the default of the source type, see
+    ``driver_io``), so a default never counts as a setting that differs from
+    a disk attached earlier.
+    """
 
     domain: str
     state: str
@@ -80,6 +101,19 @@ class DiskSpec:
             if self.source:
                 self.validate_source()
             return
+        if self.device == "lun" and self.serial is not None:
+            # libvirt: "scsi-block 'lun' devices do not support the serial
+            # property" (nor a wwn). Nova leaves the serial out of a lun disk.
+            raise LibvirtError(
+                f"{w}serial: a device=lun disk passes SCSI commands through and the guest sees the LUN's own "
+                "serial, so libvirt refuses a <serial> on it; leave serial out (the disk is then found by its "
+                "source, as Nova does) or attach it as device=disk"
+            )
+        if self.io == "native" and self.cache not in DIRECT_CACHE:
+            raise LibvirtError(
+                f"{w}io: native needs cache none or directsync (QEMU's native AIO works only with O_DIRECT), "
+                f"not cache={self.cache}; use io=threads or leave io out"
+            )
         if not self.source:
             raise LibvirtError(f"{w}source: required with state=present")
         self.validate_source()
@@ -100,8 +134,14 @@ class DiskSpec:
                 raise LibvirtError(f"{w}source.name: required for a network source ({hint})")
             if protocol == "iscsi" and not re.fullmatch(r"\S+/\d+", str(src["name"])):
                 raise LibvirtError(f"{w}source.name: an iSCSI source name is IQN/LUN, got '{src['name']}'")
-            if not src.get("hosts"):
-                raise LibvirtError(f"{w}source.hosts: a network source needs at least one host")
+            if protocol == "rbd" and not re.fullmatch(r"[^/@\s]+(/[^/@\s]+){1,2}", str(src["name"])):
+                raise LibvirtError(
+                    f"{w}source.name: an RBD source name is pool/image (or pool/namespace/image), got '{src['name']}'"
+                )
+            # RBD without hosts: QEMU's librbd reads the monitors from the
+            # host's /etc/ceph/ceph.conf, as with Cinder's empty hosts list.
+            if protocol == "iscsi" and not src.get("hosts"):
+                raise LibvirtError(f"{w}source.hosts: an iSCSI source needs at least one portal")
             auth = src.get("auth")
             if auth:
                 if not auth.get("username"):
@@ -110,6 +150,11 @@ class DiskSpec:
                     raise LibvirtError(f"{w}source.auth: give exactly one of secret_usage and secret_uuid")
         else:
             raise LibvirtError(f"{w}source.type: must be block, file or network, got {kind!r}")
+        fmt = src.get("format")
+        if fmt is not None and fmt not in FORMATS:
+            raise LibvirtError(f"{w}source.format: '{fmt}' is not one of {', '.join(FORMATS)}")
+        if fmt not in (None, "raw") and kind != "file":
+            raise LibvirtError(f"{w}source.format: a {kind} source is raw; {fmt} is for image files only")
 
     @property
     def label(self) -> str:
@@ -117,15 +162,35 @@ class DiskSpec:
 
 
 # --- XML -------------------------------------------------------------------------------
-def build_disk(spec: DiskSpec, target_dev: str) -> t.Any:
-    """The ``<disk>`` element for ``spec`` (lxml escapes every value)."""
+def driver_io(spec: DiskSpec) -> str | None:
+    """The ``io`` of the driver: the user's, else Nova's default for the source type.
+
+    A host block device gets ``native`` when the cache mode bypasses the page
+    cache (Nova's volume drivers do the same; with another cache mode Nova
+    falls back to the default, threads). Files and network disks keep QEMU's
+    default.
+    """
+    if spec.io:
+        return spec.io
+    if (spec.source or {}).get("type") == "block" and spec.cache in DIRECT_CACHE:
+        return "native"
+    return None
+
+
+def build_disk(spec: DiskSpec, target_dev: str, fmt: str | None = None) -> t.Any:
+    """The ``<disk>`` element for ``spec`` (lxml escapes every value).
+
+    ``fmt`` is the image format of a file source (see ``image_format``); block
+    and network volumes are raw.
+    """
     E = lv.etree.Element
     sub = lv.etree.SubElement
     src = spec.source or {}
     disk = E("disk", type=src["type"], device=spec.device)
-    driver = sub(disk, "driver", name="qemu", type="raw", cache=spec.cache)
-    if spec.io:
-        driver.set("io", spec.io)
+    driver = sub(disk, "driver", name="qemu", type=fmt or src.get("format") or "raw", cache=spec.cache)
+    io = driver_io(spec)
+    if io:
+        driver.set("io", io)
     if spec.discard:
         driver.set("discard", spec.discard)
     source = sub(disk, "source")
@@ -134,21 +199,25 @@ def build_disk(spec: DiskSpec, target_dev: str) -> t.Any:
     elif src["type"] == "file":
         source.set("file", src["path"])
     else:
-        source.set("protocol", src["protocol"])
+        protocol = src["protocol"]
+        source.set("protocol", protocol)
         source.set("name", str(src["name"]))
-        for host in src["hosts"]:
-            sub(source, "host", name=str(host["name"]),
-                port=str(host.get("port") or DEFAULT_PORT[src["protocol"]]))
+        for host in src.get("hosts") or []:
+            port = host.get("port") or (ISCSI_PORT if protocol == "iscsi" else None)
+            h = sub(source, "host", name=str(host["name"]))
+            if port:
+                h.set("port", str(port))
         auth = src.get("auth")
         if auth:
             a = sub(source, "auth", username=str(auth["username"]))
-            secret = sub(a, "secret", type=SECRET_TYPE[src["protocol"]])
+            secret = sub(a, "secret", type=SECRET_TYPE[protocol])
             if auth.get("secret_usage"):
                 secret.set("usage", str(auth["secret_usage"]))
             else:
                 secret.set("uuid", str(auth["secret_uuid"]))
     sub(disk, "target", dev=target_dev, bus=spec.bus)
-    if spec.serial:
+    # (validate() refuses a serial on a lun; this keeps the rule in the XML too)
+    if spec.serial and spec.device != "lun":
         sub(disk, "serial").text = spec.serial
     if spec.readonly:
         sub(disk, "readonly")
@@ -158,7 +227,7 @@ def build_disk(spec: DiskSpec, target_dev: str) -> t.Any:
 
 
 def disk_source(disk: t.Any) -> dict[str, t.Any]:
-    """The source of a ``<disk>`` in the module's terms."""
+    """The source of a ``<disk>`` in the module's terms (a host without a port has port None)."""
     source = disk.find("source")
     kind = disk.get("type")
     if source is None:
@@ -166,10 +235,13 @@ def disk_source(disk: t.Any) -> dict[str, t.Any]:
     if kind == "block":
         return {"type": "block", "path": source.get("dev")}
     if kind == "file":
-        return {"type": "file", "path": source.get("file")}
+        driver = disk.find("driver")
+        return {"type": "file", "path": source.get("file"),
+                "format": driver.get("type") if driver is not None else None}
     out: dict[str, t.Any] = {
         "type": kind, "protocol": source.get("protocol"), "name": source.get("name"),
-        "hosts": [{"name": h.get("name"), "port": int(h.get("port") or 0)} for h in source.findall("host")],
+        "hosts": [{"name": h.get("name"), "port": int(h.get("port")) if h.get("port") else None}
+                  for h in source.findall("host")],
     }
     auth = source.find("auth") if source.find("auth") is not None else disk.find("auth")
     if auth is not None:
@@ -182,12 +254,79 @@ def disk_source(disk: t.Any) -> dict[str, t.Any]:
 
 
 def source_key(src: t.Mapping[str, t.Any]) -> tuple[t.Any, ...]:
-    """What makes two sources the same volume."""
-    if src.get("type") in ("block", "file"):
-        return (src.get("type"), src.get("path"))
-    hosts = tuple(sorted((str(h.get("name")), int(h.get("port") or DEFAULT_PORT.get(src.get("protocol") or "", 0)))
-                         for h in src.get("hosts") or []))
-    return ("network", src.get("protocol"), str(src.get("name")), hosts)
+    """What makes two sources the same volume, whichever XML attached it.
+
+    Written out or left to the default, a port is the same port: an iSCSI
+    portal without one is 3260, and a Ceph monitor without one, on 3300 (v2)
+    or on 6789 (v1, which this module used to write for every monitor) is
+    the same monitor. An iSCSI name without ``/LUN`` is LUN 0, as libvirt
+    reads it. An RBD source without hosts (ceph.conf) is a source of its own.
+    """
+    kind = src.get("type")
+    if kind in ("block", "file"):
+        return (kind, src.get("path"))
+    protocol = src.get("protocol")
+    name = str(src.get("name"))
+    hosts: list[tuple[str, str]] = []
+    for h in src.get("hosts") or []:
+        port = h.get("port")
+        if protocol == "rbd":
+            shown = "mon" if port in (None, 0, "", *CEPH_MON_PORTS) else str(port)
+        else:
+            shown = str(int(port or ISCSI_PORT))
+        hosts.append((str(h.get("name")), shown))
+    if protocol == "iscsi":
+        iqn, _slash, lun = name.rpartition("/")
+        name = f"{iqn}/{int(lun)}" if iqn and lun.isdigit() else f"{name}/0"
+    return ("network", protocol, name, tuple(sorted(set(hosts))))
+
+
+def image_format(path: str, *, where: str = "") -> str:
+    """The format of an image file, from its first bytes (raw when none is known).
+
+    A qcow2 file handed to a guest as raw is corrupted by the guest's first
+    write, so a file source gets its real format. Probing trusts the file,
+    though: a guest that wrote a qcow2 header into a raw image could point
+    it at a host file. A qcow2 image that names a backing file or an external
+    data file is therefore refused unless the user gives ``source.format``.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(104)
+    except OSError as exc:
+        raise LibvirtError(f"{where}source.path: cannot read {path} to tell its format: {exc.strerror}; "
+                           "check the path, or give source.format") from None
+    fmt = next((name for magic, name in MAGIC if head.startswith(magic)), "raw")
+    if fmt == "qcow2" and len(head) >= 80:
+        version, backing_offset = struct.unpack(">IQ", head[4:16])
+        incompatible = struct.unpack(">Q", head[72:80])[0] if version >= 3 else 0
+        # Incompatible feature bit 2: the data is in an external file.
+        if backing_offset or incompatible & 0x4:
+            raise LibvirtError(
+                f"{where}source.format: {path} is a qcow2 image that refers to another file (a backing file or "
+                "an external data file); this module does not follow such references on its own: give "
+                "source.format: qcow2 if the image is trusted, or flatten it (qemu-img convert)"
+            )
+    return fmt
+
+
+def unreachable_monitors(hosts: t.Sequence[t.Mapping[str, t.Any]], timeout: float = PROBE_TIMEOUT) -> list[str]:
+    """The addresses tried, if no Ceph monitor of ``hosts`` accepts a connection; [] once one does.
+
+    QEMU's librbd waits for the monitors up to its mount timeout (5 minutes
+    by default) inside libvirt's attach call; a TCP probe first turns a
+    cluster that is down into an error within seconds.
+    """
+    tried = []
+    for host in hosts:
+        name = str(host["name"]).strip("[]")
+        for port in ([int(host["port"])] if host.get("port") else CEPH_MON_PORTS):
+            try:
+                socket.create_connection((name, port), timeout=timeout).close()
+                return []
+            except OSError as exc:
+                tried.append(f"{name}:{port} ({exc.strerror or exc})")
+    return tried
 
 
 def disk_info(disk: t.Any) -> dict[str, t.Any]:
@@ -255,6 +394,7 @@ def settings(disk: t.Any) -> dict[str, t.Any]:
     return {
         "bus": target.get("bus") if target is not None else None,
         "device": disk.get("device") or "disk",
+        "format": drv("type") or "raw",
         "cache": drv("cache"),
         "io": drv("io"),
         "discard": drv("discard"),
@@ -385,8 +525,8 @@ class LibvirtDisks:
         else:
             self._check_source_unused(spec, dom)
             target = self._free_target(spec, dom)
-        new = build_disk(spec, target)
         missing = [view for view, d in found.items() if d is None]
+        new = build_disk(spec, target, self._file_format(spec, existing) if missing else None)
         before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
         after = {view: before[view] or normalise(new) for view in found}
         if missing and self._attach(dom, spec, new, missing):
@@ -395,6 +535,22 @@ class LibvirtDisks:
         shown = existing if existing is not None else new
         return {"changed": bool(missing), "applied_to": missing, "diff": {"before": before, "after": after},
                 "disk": dict(disk_info(shown), domain=dom.name, xml=normalise(shown))}
+
+    def _file_format(self, spec: DiskSpec, existing: t.Any | None) -> str | None:
+        """The format a file source is attached with: the user's, else the file's own."""
+        src = spec.source or {}
+        if src.get("type") != "file":
+            return None
+        if src.get("format"):
+            return str(src["format"])
+        real = image_format(str(src["path"]), where=spec.where)
+        attached = settings(existing)["format"] if existing is not None else None
+        if attached is not None and attached != real:
+            self.module.module.warn(
+                f"{spec.where}{spec.label}: {src['path']} is a {real} image but is attached as {attached}; the "
+                "guest's writes can corrupt it: detach the disk and attach it again"
+            )
+        return real
 
     def _check_existing(self, spec: DiskSpec, existing: t.Any) -> str:
         """The target of the disk already there, if it is the one asked for; else a clear error."""
@@ -412,11 +568,16 @@ class LibvirtDisks:
         # A hot-plugged disk cannot change its bus, cache or read-only flag in
         # place: saying "ok" would be a false success.
         have = settings(existing)
-        differ = [k for k, v in have.items() if getattr(spec, k) is not None and getattr(spec, k) != v]
+        asked_for = {k: getattr(spec, k) for k in have if hasattr(spec, k)}
+        asked_for["format"] = (spec.source or {}).get("format")
+        # None: not asked for (io and format then have a default that never
+        # makes a disk attached earlier differ).
+        differ = [k for k, v in have.items() if asked_for.get(k) is not None and asked_for[k] != v]
         if differ:
-            asked = ", ".join(f"{k}={getattr(spec, k)!r} (attached: {have[k]!r})" for k in differ)
+            asked = ", ".join(f"{k}={asked_for[k]!r} (attached: {have[k]!r})" for k in differ)
+            param = PARAM.get(differ[0], differ[0])
             raise LibvirtError(
-                f"{spec.where}{differ[0]}: {spec.label} is attached as {info['target_dev']} with other settings: "
+                f"{spec.where}{param}: {spec.label} is attached as {info['target_dev']} with other settings: "
                 f"{asked}; detach it first to attach it with these settings, or ask for the attached ones"
             )
         return str(info["target_dev"])
@@ -463,6 +624,14 @@ class LibvirtDisks:
         flags = 0
         for view in views:
             flags |= getattr(lv.libvirt, FLAG[view])
+        src = spec.source or {}
+        if "live" in views and src.get("protocol") == "rbd" and src.get("hosts"):
+            tried = unreachable_monitors(src["hosts"])
+            if tried:
+                raise LibvirtError(
+                    f"{spec.where}source.hosts: no Ceph monitor accepts connections at {', '.join(tried)}; "
+                    f"{spec.label} was not attached: check that the cluster is up and the monitor addresses"
+                )
         try:
             dom.dom.attachDeviceFlags(lv.to_text(disk), flags)
         except lv.libvirt.libvirtError as exc:
@@ -472,6 +641,8 @@ class LibvirtDisks:
     @staticmethod
     def _explain_attach(spec: DiskSpec, msg: str) -> str:
         src = spec.source or {}
+        if src.get("protocol") == "rbd":
+            return f"{spec.where}attaching {spec.label} failed: {msg}{LibvirtDisks._rbd_hint(src, msg)}"
         hint = ""
         if "secret" in msg.lower() and src.get("auth"):
             usage = src["auth"].get("secret_usage") or src["auth"].get("secret_uuid")
@@ -482,11 +653,39 @@ class LibvirtDisks:
                     "libvirt secret")
         elif "Failed to connect" in msg or "Connection refused" in msg:
             hint = "; source.hosts: the target did not answer there: check the portal and that the target is up"
-        elif "No such file" in msg or "does not exist" in msg:
+        elif ("No such file" in msg or "does not exist" in msg) and src.get("path"):
             hint = f"; source.path: {src.get('path')} does not exist on the host"
         elif 'Failed to get "write" lock' in msg:
             hint = "; the image is in use by another disk or domain (shareable: true for multiattach volumes)"
         return f"{spec.where}attaching {spec.label} failed: {msg}{hint}"
+
+    @staticmethod
+    def _rbd_hint(src: t.Mapping[str, t.Any], msg: str) -> str:
+        """What to check when QEMU's librbd could not open an RBD image (its messages, Ceph 16)."""
+        auth = src.get("auth") or {}
+        user = f"client.{auth.get('username')}"
+        pool = str(src.get("name")).split("/", 1)[0]
+        if "secret" in msg.lower() and auth:
+            usage = auth.get("secret_usage") or auth.get("secret_uuid")
+            return (f"; source.auth: no usable libvirt secret '{usage}': create it with "
+                    "openvolume.compute.libvirt_secret (usage_type: ceph) first")
+        if "error connecting: Permission denied" in msg:
+            if not auth:
+                return "; source.auth: the cluster requires cephx: give the user and its libvirt secret"
+            return (f"; source.auth: Ceph refused {user}: check source.auth.username and that the libvirt secret "
+                    "holds that user's key (libvirt_secret, usage_type: ceph)")
+        if "error connecting: Invalid argument" in msg:
+            return (f"; source.auth: the libvirt secret for {user} does not hold a cephx key: set it with "
+                    "libvirt_secret, usage_type: ceph, value: the key as 'ceph auth get-key' prints it")
+        if "error connecting" in msg:
+            return "; source.hosts: the Ceph monitors did not answer: check the addresses and that the cluster is up"
+        if "error opening pool" in msg:
+            return f"; source.name: the cluster has no pool '{pool}' (or {user} may not use it)"
+        if "No such file or directory" in msg:
+            return f"; source.name: pool {pool} has no image '{str(src.get('name')).split('/', 1)[-1]}' (rbd ls {pool})"
+        if "Operation not permitted" in msg or "Permission denied" in msg:
+            return f"; source.auth: {user} may not open images in pool {pool}: check its caps (profile rbd pool={pool})"
+        return ""
 
     # absent -------------------------------------------------------------------------------
     def state_absent(self, spec: DiskSpec, timeout: float) -> dict[str, t.Any]:
@@ -563,6 +762,7 @@ def disk_spec_options() -> dict[str, t.Any]:
             "options": {
                 "type": {"type": "str", "choices": ["block", "file", "network"], "required": True},
                 "path": {"type": "str"},
+                "format": {"type": "str", "choices": list(FORMATS)},
                 "protocol": {"type": "str", "choices": ["iscsi", "rbd"]},
                 "name": {"type": "str"},
                 "hosts": {"type": "list", "elements": "dict", "options": {

@@ -5,10 +5,19 @@
 A network disk with CHAP (iSCSI) or cephx (RBD) names a libvirt secret; the
 secret holds the password. The value is compared inside this process and is
 never returned, logged or shown in a diff.
+
+A ceph secret holds the cephx key's bytes, not its text: libvirt hands QEMU
+the stored bytes base64-encoded, which is the form ``ceph auth get-key``
+prints (``virsh secret-set-value --base64 KEY`` stores it the same way). The
+module takes the key as printed and stores its bytes; storing the text would
+make librbd fail with "error connecting: Invalid argument".
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import struct
 import typing as t
 from dataclasses import dataclass
 
@@ -41,7 +50,27 @@ class SecretSpec:
             raise LibvirtError(f"{where}usage: required (the iSCSI target, ceph name or volume the secret is for)")
         if spec.state == "present" and spec.value is None:
             raise LibvirtError(f"{where}value: required with state=present")
+        if spec.state == "present":
+            spec.stored_value()
         return spec
+
+    def stored_value(self) -> bytes:
+        """The bytes libvirt keeps for ``value`` (validated; the value never enters a message)."""
+        value = self.value or ""
+        if self.usage_type != "ceph":
+            return value.encode()
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        # A cephx key (CryptoKey): type u16, created u32+u32, length u16, then
+        # the secret of that length.
+        if len(raw) < 12 or struct.unpack("<H", raw[10:12])[0] != len(raw) - 12:
+            raise LibvirtError(
+                f"{self.where}value: a ceph secret's value is the user's cephx key as 'ceph auth get-key "
+                "client.NAME' prints it (base64, like AQD...==); the value given is not one"
+            )
+        return raw
 
     def xml(self) -> str:
         sub = lv.etree.SubElement
@@ -77,9 +106,9 @@ class LibvirtSecrets:
                 from None
 
     @staticmethod
-    def _value_matches(secret: t.Any, value: str) -> bool:
+    def _value_matches(secret: t.Any, value: bytes) -> bool:
         try:
-            return bool(secret.value() == value.encode())
+            return bool(secret.value() == value)
         except lv.libvirt.libvirtError:
             # No value yet, or a private secret whose value cannot be read:
             # set it again, which is what makes it right.
@@ -102,7 +131,7 @@ class LibvirtSecrets:
                     f"{spec.usage_type} '{spec.usage}'; use another uuid or leave it out"
                 )
             before = {"uuid": secret.UUIDString(), "usage_type": spec.usage_type, "usage": spec.usage, "value": MASK}
-        same_value = secret is not None and self._value_matches(secret, spec.value or "")
+        same_value = secret is not None and self._value_matches(secret, spec.stored_value())
         changed = secret is None or not same_value
         after = {"uuid": before.get("uuid") or spec.uuid or "(new)", "usage_type": spec.usage_type,
                  "usage": spec.usage, "value": MASK if same_value else f"{MASK} (changed)"}
@@ -120,7 +149,7 @@ class LibvirtSecrets:
         try:
             if secret is None:
                 secret = self.module.conn.secretDefineXML(spec.xml())
-            secret.setValue((spec.value or "").encode())
+            secret.setValue(spec.stored_value())
         except lv.libvirt.libvirtError as exc:
             raise LibvirtError(f"{spec.where}defining the secret for {spec.usage} failed: {lv.describe(exc)}") \
                 from None

@@ -16,6 +16,14 @@ description:
     too; a shut-off domain only in its config.
   - A disk is found by O(serial) (the volume id) first, else by its source. Attaching the same volume again
     changes nothing. A different disk already on the requested O(target_dev) is an error, never a replacement.
+  - Sources are compared the way libvirt reads them, so a disk attached by an earlier version of this module or
+    by hand is found again - an iSCSI portal without a port is 3260, an iSCSI name without C(/LUN) is LUN 0, and a
+    Ceph monitor without a port, on 3300 or on 6789 is the same monitor.
+  - The disk XML follows Nova's libvirt volume drivers - C(cache=none), C(io=native) for host block devices, no
+    port forced on a Ceph monitor, no C(<serial>) on a O(device=lun) disk, and the image format of a file source
+    as the file has it.
+  - Before an RBD disk is hot-plugged the module checks that one of the monitors in O(source.hosts) accepts a
+    connection (QEMU would otherwise wait up to five minutes inside libvirt's call when the cluster is down).
   - A volume is attached once per domain; its source already attached under another serial is an error. The
     disk found attached with other settings (O(bus), O(cache), O(io), O(discard), O(readonly), O(shareable),
     O(device), O(target_dev)) is an error too, since a hot-plugged disk cannot change them in place; detach it
@@ -64,15 +72,30 @@ options:
       path:
         description: The device or file, with V(block) and V(file).
         type: str
+      format:
+        description:
+          - The image format of a V(file) source. Left out, it is read from the file's first bytes (V(raw) when no
+            format is recognised), so a qcow2 image is never handed to the guest as raw, which its writes would
+            corrupt.
+          - A detected qcow2 image that refers to another file (a backing file or an external data file) is refused
+            unless O(source.format) is given, since a guest could have written such a header into a raw image.
+          - Block and network volumes are V(raw).
+        type: str
+        choices: [raw, qcow2, qed, vmdk, vhdx]
       protocol:
         description: V(iscsi) or V(rbd), with V(network).
         type: str
         choices: [iscsi, rbd]
       name:
-        description: C(IQN/LUN) for iSCSI, C(pool/image) for RBD.
+        description:
+          - C(IQN/LUN) for iSCSI; C(pool/image) (or C(pool/namespace/image)) for RBD, the C(name) of Cinder's RBD
+            C(connection_info).
         type: str
       hosts:
-        description: The portals or monitors, with V(network).
+        description:
+          - The iSCSI portals or the Ceph monitors, with V(network). Required for iSCSI.
+          - For RBD they may be left out; QEMU's librbd then takes the monitors from the compute host's
+            C(/etc/ceph/ceph.conf).
         type: list
         elements: dict
         suboptions:
@@ -81,15 +104,19 @@ options:
             type: str
             required: true
           port:
-            description: Port; 3260 for iSCSI and 6789 for RBD when left out.
+            description:
+              - Port. An iSCSI portal without one is 3260.
+              - A Ceph monitor without one gets no port in the XML, and librbd tries the messenger v2 port 3300 and
+                the v1 port 6789 (forcing 6789 breaks clusters whose monitors speak v2 only).
             type: int
       auth:
         description:
-          - CHAP (iSCSI) or cephx (RBD) through a libvirt secret, see M(openvolume.compute.libvirt_secret).
+          - CHAP (iSCSI) or cephx (RBD) through a libvirt secret, see M(openvolume.compute.libvirt_secret); the secret
+            type is V(iscsi) or V(ceph) after the protocol.
         type: dict
         suboptions:
           username:
-            description: The CHAP or cephx user.
+            description: The CHAP user, or the cephx user without C(client.) (Cinder's C(auth_username)).
             type: str
             required: true
           secret_usage:
@@ -108,7 +135,10 @@ options:
     choices: [virtio, scsi, sata]
     default: virtio
   serial:
-    description: The disk's serial, the volume id; the disk's identity for idempotence.
+    description:
+      - The disk's serial, the volume id; the disk's identity for idempotence.
+      - Not with O(device=lun) - libvirt refuses a serial there, since the guest sees the LUN's own; such a disk is
+        found by its source.
     type: str
   cache:
     description: The cache mode of QEMU's driver.
@@ -116,7 +146,12 @@ options:
     choices: [none, writethrough, writeback, directsync, unsafe]
     default: none
   io:
-    description: The I/O mode of QEMU's driver.
+    description:
+      - The I/O mode of QEMU's driver.
+      - Left out, a V(block) source gets V(native) when O(cache) is V(none) or V(directsync), as Nova attaches
+        volumes; other sources and cache modes keep QEMU's default. A disk attached without it is still the same
+        disk.
+      - V(native) needs O(cache) V(none) or V(directsync).
     type: str
     choices: [native, threads, io_uring]
   discard:
@@ -132,7 +167,8 @@ options:
     type: bool
     default: false
   device:
-    description: V(disk), or V(lun) to pass SCSI commands through.
+    description:
+      - V(disk), or V(lun) to pass SCSI commands through (a block or iSCSI source, no O(serial)).
     type: str
     choices: [disk, lun]
     default: disk
@@ -234,6 +270,19 @@ EXAMPLES = r"""
         username: compute
         secret_usage: openvolume/0b5e6a4c
     bus: scsi
+    serial: 0b5e6a4c
+
+- name: A Ceph RBD volume opened by QEMU's librbd with a cephx key (Cinder's RBD connection_info)
+  openvolume.compute.libvirt_disk:
+    domain: instance-0001
+    source:
+      type: network
+      protocol: rbd
+      name: volumes/volume-0b5e6a4c
+      hosts: [{name: 192.0.2.21}, {name: 192.0.2.22}, {name: 192.0.2.23}]
+      auth:
+        username: cinder
+        secret_usage: openvolume/0b5e6a4c
     serial: 0b5e6a4c
 
 - name: Detach by serial, waiting up to a minute for the guest

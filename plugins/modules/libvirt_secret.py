@@ -43,7 +43,11 @@ options:
     description: The secret's UUID; left out, libvirt makes one.
     type: str
   value:
-    description: The secret value (a CHAP password or a cephx key). Required with O(state=present). Never returned.
+    description:
+      - The secret value, a CHAP password or a cephx key. Required with O(state=present). Never returned.
+      - With O(usage_type=ceph), the user's key as C(ceph auth get-key client.NAME) prints it (base64, C(AQD...==));
+        the module stores its bytes, as C(virsh secret-set-value --base64) does, which is what QEMU's librbd needs.
+        A value that is not such a key is an error.
     type: str
   state:
     description: V(present) or V(absent).
@@ -86,7 +90,7 @@ EXAMPLES = r"""
     usage: openvolume/0b5e6a4c
     value: "{{ chap_password }}"
 
-- name: cephx key of the client.cinder user
+- name: cephx key of the client.cinder user (the key as "ceph auth get-key client.cinder" prints it)
   openvolume.compute.libvirt_secret:
     usage_type: ceph
     usage: client.cinder

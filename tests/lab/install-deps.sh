@@ -8,6 +8,7 @@ packages=(
   qemu-system-x86 qemu-block-extra qemu-utils
   libvirt-dev pkg-config gcc python3-dev python3-venv
   etcd-server etcd-client sqlite3
+  ceph-mon ceph-osd ceph-common
   debootstrap e2fsprogs openssh-client iproute2 rsync
   rsyslog
 )

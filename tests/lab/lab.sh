@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local lab: real tgtd, libvirtd + QEMU and etcd on loopback, and a
+# The local lab: real tgtd, libvirtd + QEMU, etcd and Ceph on loopback, and a
 # syslog daemon on /dev/log where the machine has none.
 # Usage: tests/lab/lab.sh up|down|status [component ...]
 # Each component is tests/lab/<name>.sh with the same three verbs; every one
@@ -13,7 +13,7 @@ verb=${1:-status}
 shift || true
 components=("$@")
 if [ ${#components[@]} -eq 0 ]; then
-  components=(syslog tgt libvirt etcd)
+  components=(syslog tgt libvirt etcd ceph)
 fi
 case "$verb" in
   up|status) order=("${components[@]}") ;;

@@ -500,7 +500,7 @@ def test_etcd_two_controllers_at_once(etcd_store: Store) -> None:
     # And one attachment asked for by two controllers at once: one does the work, the other is refused or finds
     # it done; never two hot-plugs.
     ok(detach(store, vol, winner))
-    runs = [play("attach.yml", store, extra={"volume": vol, "instance": DOM1}, background=True) for _ in range(2)]
+    runs = [play("attach.yml", store, extra={"volume": vol, "instance": DOM1}, background=True) for _run in range(2)]
     outs = [(r.communicate(timeout=300)[0], r.returncode) for r in runs]  # type: ignore[union-attr]
     assert any(rc == 0 for _out, rc in outs), outs
     for out, rc in outs:

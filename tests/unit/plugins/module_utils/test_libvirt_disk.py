@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import struct
+import subprocess
 import typing as t
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -14,12 +19,15 @@ from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk i
     build_disk,
     diff_text,
     disk_info,
+    driver_io,
     find_disk,
+    image_format,
     letters,
     normalise,
     pick_target,
     settings,
     source_key,
+    unreachable_monitors,
 )
 
 NETWORK = {
@@ -150,7 +158,7 @@ def test_canonical_form_keeps_host_order() -> None:
 
 def test_settings_of_a_libvirt_disk() -> None:
     assert settings(etree.fromstring(LIBVIRT_ORDER)) == {
-        "bus": "scsi", "device": "disk", "cache": "none", "io": "native", "discard": "unmap",
+        "bus": "scsi", "device": "disk", "format": "raw", "cache": "none", "io": "native", "discard": "unmap",
         "readonly": True, "shareable": True,
     }
 
@@ -168,8 +176,10 @@ def test_same_disk_again_is_accepted() -> None:
     ("change", "message"),
     [
         ({"readonly": False}, "readonly: disk p1 of d is attached as sda with other settings: readonly=False"),
-        ({"cache": "writeback"}, "cache: disk p1"),
+        ({"cache": "directsync"}, "cache: disk p1"),
         ({"target_dev": "sdc"}, "target_dev: disk p1 of d is already attached as sda, not sdc"),
+        ({"source": {"type": "file", "path": "/var/tmp/p.img", "format": "qcow2"}},
+         "source.format: disk p1 of d is attached as sda with other settings: format='qcow2' (attached: 'raw')"),
         ({"source": {"type": "file", "path": "/var/tmp/q.img"}},
          "serial: disk p1 of d is already attached as sda with another source (/var/tmp/p.img)"),
     ],
@@ -210,3 +220,228 @@ def test_diff_text_names_each_view() -> None:
         "<!-- live -->\n<disk/>\n<!-- persistent config -->\n<disk/>\n"
     )
     assert diff_text({"live": "", "config": ""}) == ""
+
+
+# --- Nova-grade XML ---------------------------------------------------------------------------------------------
+RBD = {
+    "type": "network", "protocol": "rbd", "name": "volumes/volume-01",
+    "hosts": [{"name": "10.0.0.1"}, {"name": "10.0.0.2", "port": 3300}],
+    "auth": {"username": "openvolume", "secret_usage": "openvolume/volume-01"},
+}
+
+
+def test_rbd_disk_xml_like_nova() -> None:
+    disk = build_disk(spec(source=RBD, serial="volume-01"), "vdb")
+    text = etree.tostring(disk, encoding="unicode")
+    # No port forced on a monitor without one, the cephx secret of type ceph.
+    assert text == (
+        '<disk type="network" device="disk"><driver name="qemu" type="raw" cache="none"/>'
+        '<source protocol="rbd" name="volumes/volume-01"><host name="10.0.0.1"/><host name="10.0.0.2" port="3300"/>'
+        '<auth username="openvolume"><secret type="ceph" usage="openvolume/volume-01"/></auth></source>'
+        '<target dev="vdb" bus="virtio"/><serial>volume-01</serial></disk>'
+    )
+    hosts = disk_info(disk)["source"]["hosts"]
+    assert hosts == [{"name": "10.0.0.1", "port": None}, {"name": "10.0.0.2", "port": 3300}]
+
+
+def test_rbd_without_hosts_uses_ceph_conf() -> None:
+    disk = build_disk(spec(source={"type": "network", "protocol": "rbd", "name": "volumes/v"}), "vdb")
+    assert disk.find("source").findall("host") == []
+
+
+@pytest.mark.parametrize(
+    ("source", "cache", "io", "expected"),
+    [
+        ({"type": "block", "path": "/dev/sdb"}, "none", None, "native"),
+        ({"type": "block", "path": "/dev/sdb"}, "directsync", None, "native"),
+        ({"type": "block", "path": "/dev/sdb"}, "writeback", None, None),
+        ({"type": "block", "path": "/dev/sdb"}, "none", "threads", "threads"),
+        ({"type": "file", "path": "/var/tmp/a.img"}, "none", None, None),
+        (RBD, "none", None, None),
+        ({"type": "file", "path": "/var/tmp/a.img"}, "none", "io_uring", "io_uring"),
+    ],
+)
+def test_io_default_like_nova(source: dict[str, t.Any], cache: str, io: str | None, expected: str | None) -> None:
+    s = spec(source=source, cache=cache, io=io)
+    assert s.io == io  # a default is never recorded as the user's choice
+    assert driver_io(s) == expected
+    assert build_disk(s, "vdb").find("driver").get("io") == expected
+
+
+def test_lun_disk_has_no_serial() -> None:
+    lun = spec(source={"type": "block", "path": "/dev/sdb"}, device="lun", bus="scsi")
+    disk = build_disk(lun, "sdb")
+    assert disk.get("device") == "lun" and disk.find("serial") is None
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"device": "lun", "bus": "scsi", "serial": "v1", "source": {"type": "block", "path": "/dev/sdb"}},
+         "serial: a device=lun disk passes SCSI commands through"),
+        ({"io": "native", "cache": "writeback", "source": {"type": "block", "path": "/dev/sdb"}},
+         "io: native needs cache none or directsync"),
+        ({"source": dict(RBD, name="volume-01")}, "source.name: an RBD source name is pool/image"),
+        ({"source": dict(RBD, name="volumes/v@snap")}, "source.name: an RBD source name is pool/image"),
+        ({"source": {"type": "block", "path": "/dev/sdb", "format": "qcow2"}},
+         "source.format: a block source is raw"),
+        ({"source": {"type": "file", "path": "/x", "format": "vdi"}}, "source.format: 'vdi' is not one of"),
+    ],
+)
+def test_bad_nova_rules_name_the_parameter(params: dict[str, t.Any], message: str) -> None:
+    with pytest.raises(LibvirtError) as err:
+        DiskSpec.from_params(dict({"domain": "d"}, **params))
+    assert err.value.msg.startswith(message)
+
+
+def test_lun_without_serial_on_detach_by_serial_is_accepted() -> None:
+    s = DiskSpec.from_params({"domain": "d", "state": "absent", "serial": "v1", "device": "lun"})
+    assert s.serial == "v1"
+
+
+ISCSI_NAME = "iqn.2026-11.org.openvolume.lab:vol-01"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        # Ceph monitors: no port, v2 port, v1 port (the old default) are one monitor.
+        (RBD, dict(RBD, hosts=[{"name": "10.0.0.2", "port": 6789}, {"name": "10.0.0.1", "port": 6789}]), True),
+        (RBD, dict(RBD, hosts=[{"name": "10.0.0.1", "port": 3300}, {"name": "10.0.0.2"}]), True),
+        (RBD, dict(RBD, hosts=[{"name": "10.0.0.1", "port": 6790}, {"name": "10.0.0.2"}]), False),
+        (RBD, dict(RBD, hosts=[]), False),
+        (RBD, dict(RBD, name="volumes/volume-02"), False),
+        # iSCSI: no port is 3260, no /LUN is LUN 0.
+        (dict(NETWORK, name=f"{ISCSI_NAME}/0"), dict(NETWORK, name=ISCSI_NAME), True),
+        (dict(NETWORK, name=f"{ISCSI_NAME}/1"), dict(NETWORK, name=ISCSI_NAME), False),
+        (dict(NETWORK, name=f"{ISCSI_NAME}/01"), dict(NETWORK, name=f"{ISCSI_NAME}/1"), True),
+        (NETWORK, dict(NETWORK, hosts=[{"name": "127.0.0.1", "port": 3261}]), False),
+    ],
+)
+def test_source_identity_is_canonical(a: dict[str, t.Any], b: dict[str, t.Any], same: bool) -> None:
+    assert (source_key(a) == source_key(b)) is same
+
+
+# What earlier versions of this module attached: every monitor with port 6789,
+# no io on a block disk. Such disks are still found and accepted unchanged.
+OLD_RBD = """<domain><devices><disk type='network' device='disk'>
+  <driver name='qemu' type='raw' cache='none'/>
+  <source protocol='rbd' name='volumes/volume-01' index='1'>
+    <host name='10.0.0.1' port='6789'/><host name='10.0.0.2' port='6789'/>
+    <auth username='openvolume'><secret type='ceph' usage='openvolume/volume-01'/></auth>
+  </source>
+  <target dev='vdb' bus='virtio'/><serial>volume-01</serial><alias name='virtio-disk1'/>
+</disk>
+<disk type='block' device='disk'>
+  <driver name='qemu' type='raw' cache='none'/>
+  <source dev='/dev/disk/by-path/ip-127.0.0.1:3260-iscsi-iqn.x:vol-02-lun-1'/>
+  <target dev='vdc' bus='virtio'/><serial>volume-02</serial>
+</disk>
+<disk type='network' device='lun'>
+  <driver name='qemu' type='raw' cache='none'/>
+  <source protocol='iscsi' name='iqn.x:vol-03'><host name='127.0.0.1'/></source>
+  <target dev='sda' bus='scsi'/>
+</disk></devices></domain>"""
+OLD_BLOCK = "/dev/disk/by-path/ip-127.0.0.1:3260-iscsi-iqn.x:vol-02-lun-1"
+OLD_LUN = {"type": "network", "protocol": "iscsi", "name": "iqn.x:vol-03/0", "hosts": [{"name": "127.0.0.1"}]}
+
+
+@pytest.mark.parametrize(
+    ("params", "target"),
+    [
+        ({"serial": "volume-01", "source": RBD}, "vdb"),
+        ({"source": RBD}, "vdb"),
+        ({"serial": "volume-02", "source": {"type": "block", "path": OLD_BLOCK}}, "vdc"),
+        ({"device": "lun", "bus": "scsi", "source": OLD_LUN}, "sda"),
+    ],
+)
+def test_disks_attached_with_the_old_xml_are_found_and_kept(params: dict[str, t.Any], target: str) -> None:
+    s = spec(**params)
+    found = find_disk(etree.fromstring(OLD_RBD), s)
+    assert found is not None
+    assert _checker()._check_existing(s, found) == target
+
+
+def test_explicit_io_still_differs_from_an_old_disk() -> None:
+    s = spec(serial="volume-02", io="threads", source={"type": "block", "path": OLD_BLOCK})
+    found = find_disk(etree.fromstring(OLD_RBD), s)
+    with pytest.raises(LibvirtError, match="^io: disk volume-02 of d is attached as vdc with other settings"):
+        _checker()._check_existing(s, found)
+
+
+def _qemu_img(*args: str) -> None:
+    assert shutil.which("qemu-img"), "qemu-img (Debian qemu-utils, installed by make deps) is needed"
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+def test_image_format_of_real_images(tmp_path: Path) -> None:
+    raw, qcow2 = tmp_path / "a.raw", tmp_path / "b.qcow2"
+    _qemu_img("create", "-f", "raw", str(raw), "1M")
+    _qemu_img("create", "-f", "qcow2", str(qcow2), "1M")
+    assert image_format(str(raw)) == "raw"
+    assert image_format(str(qcow2)) == "qcow2"
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert image_format(str(empty)) == "raw"
+
+
+def test_qcow2_referring_to_another_file_is_refused(tmp_path: Path) -> None:
+    base, overlay = tmp_path / "base.qcow2", tmp_path / "overlay.qcow2"
+    _qemu_img("create", "-f", "qcow2", str(base), "1M")
+    _qemu_img("create", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(overlay))
+    with pytest.raises(LibvirtError, match="^disks\\[0\\]\\.source\\.format: .* refers to another file"):
+        image_format(str(overlay), where="disks[0].")
+    # A raw image whose guest wrote a qcow2 header with an external data file.
+    forged = tmp_path / "forged.raw"
+    header = bytearray(104)
+    struct.pack_into(">4sIQ", header, 0, b"QFI\xfb", 3, 0)
+    struct.pack_into(">Q", header, 72, 0x4)
+    forged.write_bytes(bytes(header))
+    with pytest.raises(LibvirtError, match="refers to another file"):
+        image_format(str(forged))
+
+
+def test_image_format_of_a_missing_file_names_the_path() -> None:
+    with pytest.raises(LibvirtError, match="^source.path: cannot read /nonexistent/x.img"):
+        image_format("/nonexistent/x.img")
+
+
+def test_file_source_gets_the_detected_format() -> None:
+    disk = build_disk(spec(source={"type": "file", "path": "/var/tmp/a.img"}), "vdb", "qcow2")
+    assert disk.find("driver").get("type") == "qcow2"
+    assert disk_info(disk)["source"] == {"type": "file", "path": "/var/tmp/a.img", "format": "qcow2"}
+
+
+def test_monitor_probe() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        port = listening.getsockname()[1]
+        assert unreachable_monitors([{"name": "127.0.0.1", "port": port}]) == []
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        tried = unreachable_monitors([{"name": "127.0.0.1", "port": port}], timeout=1)
+    assert tried == [f"127.0.0.1:{port} (Connection refused)"]
+
+
+@pytest.mark.parametrize(
+    ("libvirt_msg", "hint"),
+    [
+        ("internal error: unable to execute QEMU command 'blockdev-add': error connecting: Permission denied",
+         "source.auth: Ceph refused client.openvolume: check source.auth.username"),
+        ("internal error: unable to execute QEMU command 'blockdev-add': error connecting: Invalid argument",
+         "source.auth: the libvirt secret for client.openvolume does not hold a cephx key"),
+        ("internal error: unable to execute QEMU command 'blockdev-add': error reading header from volume-01: "
+         "No such file or directory", "source.name: pool volumes has no image 'volume-01' (rbd ls volumes)"),
+        ("internal error: unable to execute QEMU command 'blockdev-add': error opening pool volumes: "
+         "No such file or directory", "source.name: the cluster has no pool 'volumes'"),
+        ("internal error: unable to execute QEMU command 'blockdev-add': error connecting: Connection timed out",
+         "source.hosts: the Ceph monitors did not answer"),
+        ("Secret not found: no secret with matching usage 'openvolume/volume-01'",
+         "source.auth: no usable libvirt secret 'openvolume/volume-01'"),
+    ],
+)
+def test_rbd_attach_errors_get_a_hint(libvirt_msg: str, hint: str) -> None:
+    msg = LibvirtDisks._explain_attach(spec(source=RBD, serial="volume-01"), libvirt_msg)
+    assert msg.startswith("attaching disk volume-01 of d failed: " + libvirt_msg + "; " + hint)

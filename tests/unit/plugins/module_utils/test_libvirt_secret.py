@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import pytest
 from lxml import etree
 
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_secret import SecretSpec
 
+# A cephx key as "ceph auth get-key" prints it: type 1 (AES), created, 16-byte secret.
+KEY_BYTES = struct.pack("<HIIH", 1, 1795467342, 0, 16) + bytes(range(16))
+CEPH_KEY = base64.b64encode(KEY_BYTES).decode()
+
 
 @pytest.mark.parametrize(("usage_type", "element"), [("iscsi", "target"), ("ceph", "name"), ("volume", "volume")])
 def test_secret_xml_per_usage_type(usage_type: str, element: str) -> None:
-    spec = SecretSpec.from_params({"usage_type": usage_type, "usage": "a&b<c'", "value": "s3cret"})
+    value = CEPH_KEY if usage_type == "ceph" else "s3cret"
+    spec = SecretSpec.from_params({"usage_type": usage_type, "usage": "a&b<c'", "value": value})
     root = etree.fromstring(spec.xml())
     assert root.get("ephemeral") == "no" and root.get("private") == "no"
     assert root.find("usage").get("type") == usage_type
     assert root.find(f"usage/{element}").text == "a&b<c'"
     assert root.find("uuid") is None
-    assert "s3cret" not in spec.xml()
+    assert value not in spec.xml()
 
 
 def test_secret_xml_with_uuid() -> None:
@@ -40,3 +48,29 @@ def test_bad_secret_specs_name_the_parameter(params: dict[str, str], message: st
 
 def test_absent_needs_no_value() -> None:
     assert SecretSpec.from_params({"usage": "u", "state": "absent"}).value is None
+
+
+@pytest.mark.parametrize(
+    ("usage_type", "value", "stored"),
+    [
+        ("iscsi", "s3cret", b"s3cret"),
+        ("volume", "pass phrase", b"pass phrase"),
+        # libvirt hands QEMU the stored bytes base64-encoded: a ceph secret holds the key's bytes.
+        ("ceph", CEPH_KEY, KEY_BYTES),
+        ("ceph", CEPH_KEY + "\n", KEY_BYTES),
+    ],
+)
+def test_stored_value(usage_type: str, value: str, stored: bytes) -> None:
+    assert SecretSpec.from_params({"usage_type": usage_type, "usage": "u", "value": value}).stored_value() == stored
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["FirstValue-1234", "AQAA", base64.b64encode(b"not a cephx key at all").decode(), CEPH_KEY[:-4],
+     "AQ D==" + CEPH_KEY],
+)
+def test_a_ceph_value_that_is_no_cephx_key_is_refused(value: str) -> None:
+    with pytest.raises(LibvirtError) as err:
+        SecretSpec.from_params({"usage_type": "ceph", "usage": "u", "value": value}, where="secrets[1].")
+    assert err.value.msg.startswith("secrets[1].value: a ceph secret's value is the user's cephx key")
+    assert value not in err.value.msg
