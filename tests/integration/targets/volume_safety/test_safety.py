@@ -339,8 +339,6 @@ def failed_attach_rollback_keeps_what_another_domain_uses(store: Store) -> None:
     assert_nothing_left(store, vol, DOM2, DOM3)
 
 
-
-
 # --- a domain deleted behind our back -------------------------------------------------------------------
 @pytest.mark.parametrize("remedy", ["detach", "reconcile"])
 def test_deleted_domain_frees_its_volumes(store: Store, remedy: str) -> None:
