@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 from ansible.errors import AnsibleFilterError
@@ -20,11 +21,16 @@ from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm impor
 def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None) -> dict[str, t.Any]:
     """The ``connection_info`` of a volume, shaped as Cinder's ``initialize_connection`` returns it.
 
-    ``volume`` is an entry of the volume catalogue (``openvolume_volumes``):
-    ``target_iqn``, ``target_portals`` (or ``target_portal``), ``target_lun``,
-    optional ``auth_username``/``auth_password`` (CHAP) and
-    ``auth_username_in``/``auth_password_in`` (mutual), ``access_mode``
-    (rw/ro), ``multiattach`` and ``id``.
+    ``volume`` is an entry of the volume catalogue (``openvolume_volumes``).
+    iSCSI (``driver_volume_type: iscsi``, the default): ``target_iqn``,
+    ``target_portals`` (or ``target_portal``), ``target_lun``, optional
+    ``auth_username``/``auth_password`` (CHAP) and
+    ``auth_username_in``/``auth_password_in`` (mutual). Ceph RBD
+    (``driver_volume_type: rbd``): ``name`` (pool/image), ``hosts`` and
+    ``ports`` of the monitors (as Cinder's RBD driver returns them; none:
+    the host's ceph.conf), ``auth_username`` (the cephx user) and
+    ``auth_key`` (its key: it never enters connection_info). Both:
+    ``access_mode`` (rw/ro), ``multiattach`` and ``id``.
     """
     if not isinstance(volume, t.Mapping):
         raise AnsibleFilterError(
@@ -33,6 +39,12 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     vid = volume_id or volume.get("id")
     if not vid:
         raise AnsibleFilterError("connection_info: the volume has no id; give it `id` or pass the id as argument")
+    kind = volume.get("driver_volume_type", "iscsi")
+    if kind == "rbd":
+        return _rbd_connection_info(volume, str(vid))
+    if kind != "iscsi":
+        raise AnsibleFilterError(
+            f"connection_info: volume {vid}: driver_volume_type must be iscsi or rbd, got {kind!r}")
     try:
         iqn = validate_target_name(str(volume.get("target_iqn") or ""), param=f"volume {vid}: target_iqn")
         raw_portals = volume.get("target_portals") or ([volume["target_portal"]] if volume.get("target_portal") else [])
@@ -63,6 +75,42 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         if volume.get(key):
             data[key] = volume[key]
     return {"driver_volume_type": "iscsi", "data": data}
+
+
+_RBD_NAME = re.compile(r"^[^/@\s]+(/[^/@\s]+)?/[^/@\s]+$")
+
+
+def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t.Any]:
+    """Cinder's RBD connection_info: the image, its monitors and the cephx user (never the key)."""
+    name = str(volume.get("name") or "")
+    if not _RBD_NAME.match(name):
+        raise AnsibleFilterError(f"connection_info: volume {vid}: name must be pool/image (or pool/namespace/image), "
+                                 f"got {name!r}")
+    hosts = [str(h) for h in volume.get("hosts") or []]
+    ports = [str(p) for p in volume.get("ports") or []]
+    if ports and len(ports) != len(hosts):
+        raise AnsibleFilterError(f"connection_info: volume {vid}: ports must have one entry per host "
+                                 f"({len(hosts)} hosts, {len(ports)} ports), or be left out")
+    access_mode = volume.get("access_mode", "rw")
+    if access_mode not in ("rw", "ro"):
+        raise AnsibleFilterError(f"connection_info: volume {vid}: access_mode must be rw or ro, got {access_mode}")
+    user = volume.get("auth_username")
+    if user and not volume.get("auth_key"):
+        raise AnsibleFilterError(f"connection_info: volume {vid}: auth_key (the cephx key of {user}) is needed with "
+                                 "auth_username")
+    data: dict[str, t.Any] = {
+        "volume_id": vid,
+        "name": name,
+        "hosts": hosts,
+        "ports": ports,
+        "cluster_name": volume.get("cluster_name", "ceph"),
+        "auth_enabled": bool(user),
+        "auth_username": user,
+        "secret_type": "ceph",
+        "access_mode": access_mode,
+        "multiattach": bool(volume.get("multiattach", False)),
+    }
+    return {"driver_volume_type": "rbd", "data": data}
 
 
 def chap_auth(conn: t.Mapping[str, t.Any]) -> dict[str, t.Any] | None:
@@ -104,6 +152,7 @@ def stored_connection_info(
         "attach_mode": item["mode"],
         "multipath": item.get("multipath", False),
         "secret_usage": item.get("secret_usage"),
+        "secret_type": item.get("secret_type"),
         "serial": item["volume_id"],
         "target_dev": target_dev or item.get("target_dev"),
         "device_path": device_path,
@@ -204,7 +253,7 @@ def disk_specs(
     for item in plan:
         spec: dict[str, t.Any] = {"domain": item["instance"], "serial": item["volume_id"], "state": state}
         if state == "present":
-            if item["mode"] == "qemu":
+            if item["mode"] in ("qemu", "rbd"):
                 spec["source"] = item["qemu_source"]
             else:
                 path = devices.get(item["volume_id"])
@@ -248,41 +297,21 @@ def session_devices(sessions: t.Any) -> dict[str, str]:
     return devices
 
 
-def undo_disk_specs(disks_result: t.Any) -> list[dict[str, t.Any]]:
-    """libvirt_disk ``disks`` entries that detach what a libvirt_disk batch attached."""
-    if not isinstance(disks_result, t.Mapping):
-        return []
-    return [
-        {"domain": d["domain"], "serial": d["serial"], "state": "absent"}
-        for d in disks_result.get("disks") or []
-        if d.get("changed") and d.get("serial")
-    ]
-
-
 def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
-    """libvirt_secret ``secrets`` entries with the CHAP passwords of the plan's qemu-mode volumes."""
+    """libvirt_secret ``secrets`` entries: the CHAP password (qemu mode) or cephx key (RBD) of each volume."""
     return [
-        {"usage_type": "iscsi", "usage": item["secret_usage"], "value": catalogue[item["volume_id"]]["auth_password"]}
+        {"usage_type": item.get("secret_type", "iscsi"), "usage": item["secret_usage"],
+         "value": catalogue[item["volume_id"]]["auth_key" if item.get("secret_type") == "ceph" else "auth_password"]}
         for item in plan
         if item.get("secret_usage")
     ]
 
 
 def absent_secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]]) -> list[dict[str, t.Any]]:
-    """libvirt_secret ``secrets`` entries removing the secrets of the plan's qemu-mode volumes."""
+    """libvirt_secret ``secrets`` entries removing the secrets of the plan's items (qemu mode, RBD)."""
     return [
-        {"usage_type": "iscsi", "usage": i["secret_usage"], "state": "absent"} for i in plan if i.get("secret_usage")
-    ]
-
-
-def undo_secret_specs(secrets_result: t.Any) -> list[dict[str, t.Any]]:
-    """libvirt_secret ``secrets`` entries removing what a libvirt_secret batch created or changed."""
-    if not isinstance(secrets_result, t.Mapping):
-        return []
-    return [
-        {"usage_type": s.get("usage_type", "iscsi"), "usage": s["usage"], "state": "absent"}
-        for s in secrets_result.get("secrets") or []
-        if s.get("changed")
+        {"usage_type": i.get("secret_type") or "iscsi", "usage": i["secret_usage"], "state": "absent"}
+        for i in plan if i.get("secret_usage")
     ]
 
 
@@ -350,9 +379,16 @@ def attach_plan(
                 f"volume_attach: volume {vid} is not in the volume catalogue (openvolume_volumes); add it there"
             )
         conn = connection_info(entry, vid)
-        mode = str(req.get("mode") or entry.get("attach_mode") or default_mode)
-        if mode not in ("host", "qemu"):
-            raise AnsibleFilterError(f"volume_attach: volume {vid}: attach_mode must be host or qemu, got {mode}")
+        if conn["driver_volume_type"] == "rbd":
+            # QEMU opens the image itself through librbd: no host session.
+            mode = "rbd"
+            if req.get("mode") not in (None, "rbd"):
+                raise AnsibleFilterError(f"volume_attach: volume {vid} is an RBD volume: QEMU opens it itself, "
+                                         f"mode {req.get('mode')!r} does not apply")
+        else:
+            mode = str(req.get("mode") or entry.get("attach_mode") or default_mode)
+            if mode not in ("host", "qemu"):
+                raise AnsibleFilterError(f"volume_attach: volume {vid}: attach_mode must be host or qemu, got {mode}")
         att = _attachment(by_id.get(vid), inst)
         if att is not None and att.get("host") not in (None, host):
             raise AnsibleFilterError(
@@ -361,12 +397,16 @@ def attach_plan(
         record_state = str(att.get("status")) if att else "available"
         if record_state == "in-use":
             missing = state.missing_views(inst, vid) if state.known else []
-            action = "repair" if missing is None or missing else "none"
+            # A secret removed behind our back leaves the live disk working
+            # but the domain unable to start again: it is drift too.
+            usage = ((att or {}).get("connection_info") or {}).get("openvolume", {}).get("secret_usage")
+            lost_secret = state.known and usage and usage not in state.secrets
+            action = "repair" if missing is None or missing or lost_secret else "none"
         else:
             action = "attach"
         data = conn["data"]
         secret_usage = f"openvolume/{vid}" if data.get("auth_username") else None
-        multipath = bool(req.get("multipath", entry.get("multipath", False)))
+        multipath = bool(req.get("multipath", entry.get("multipath", False))) and mode == "host"
         ifaces = req.get("ifaces") or entry.get("ifaces")
         if ifaces is not None and (not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces)):
             raise AnsibleFilterError(f"volume_attach: volume {vid}: ifaces must be a list of iface names")
@@ -378,7 +418,18 @@ def attach_plan(
                 "set multipath: true for it"
             )
         qemu_source: dict[str, t.Any] | None = None
-        if mode == "qemu":
+        if mode == "rbd":
+            qemu_source = {
+                "type": "network",
+                "protocol": "rbd",
+                "name": data["name"],
+                # A monitor without a port gets none: librbd knows v2 (3300) and v1.
+                "hosts": [dict({"name": h}, **({"port": int(p)} if p else {}))
+                          for h, p in zip(data["hosts"], data["ports"] or [None] * len(data["hosts"]), strict=True)],
+            }
+            if secret_usage:
+                qemu_source["auth"] = {"username": data["auth_username"], "secret_usage": secret_usage}
+        elif mode == "qemu":
             portal = Portal.parse(data["target_portal"])
             qemu_source = {
                 "type": "network",
@@ -394,7 +445,7 @@ def attach_plan(
             "host": host,
             "mode": mode,
             "multipath": multipath,
-            "portals": data["target_portals"] if multipath else [data["target_portal"]],
+            "portals": [] if mode == "rbd" else data["target_portals"] if multipath else [data["target_portal"]],
             "qemu_source": qemu_source,
             "multiattach": data["multiattach"],
             "readonly": data["access_mode"] == "ro",
@@ -403,7 +454,8 @@ def attach_plan(
             # Without secrets: the plan is a fact; the secrets are read from
             # the catalogue inside the module arguments that need them.
             "connection_info": public_connection_info(conn),
-            "secret_usage": secret_usage if mode == "qemu" else None,
+            "secret_usage": secret_usage if mode in ("qemu", "rbd") else None,
+            "secret_type": "ceph" if mode == "rbd" else "iscsi",
             # Host mode: the volume's WWN to insist on (catalogue ``wwn``),
             # the open-iscsi ifaces to log in through and, with several, the
             # portal group tag their node records need.
@@ -467,6 +519,7 @@ def detach_plan(
             mode=extra.get("attach_mode", "host"),
             multipath=bool(extra.get("multipath", False)),
             secret_usage=extra.get("secret_usage"),
+            secret_type=extra.get("secret_type") or ("ceph" if extra.get("attach_mode") == "rbd" else "iscsi"),
             ifaces=extra.get("ifaces"),
             target=data.get("target_iqn"),
             lun=data.get("target_lun"),
@@ -557,8 +610,8 @@ def attach_undo(
     wwids = {vid: res.get("wwid") for vid, res in _session_results(results.get("sessions")).items()}
     items = [
         {"volume_id": i["volume_id"], "instance": i["instance"], "mode": i["mode"],
-         "secret_usage": i.get("secret_usage"), "target": i["connection_info"]["data"]["target_iqn"],
-         "lun": i["connection_info"]["data"]["target_lun"]}
+         "secret_usage": i.get("secret_usage"), "target": i["connection_info"]["data"].get("target_iqn"),
+         "lun": i["connection_info"]["data"].get("target_lun")}
         for i in todo
     ]
     decisions = {(d["volume_id"], d["instance"]): d for d in _host_usage.release(items, records, host, truth)}
@@ -567,7 +620,8 @@ def attach_undo(
         decision = decisions[(item["volume_id"], item["instance"])]
         kept.extend(decision["kept"])
         if decision["remove_secret"] and decision["remove_secret"] in created_secrets:
-            secrets.append({"usage_type": "iscsi", "usage": decision["remove_secret"], "state": "absent"})
+            secrets.append({"usage_type": item.get("secret_type") or "iscsi", "usage": decision["remove_secret"],
+                            "state": "absent"})
         if decision["disconnect"] and item["volume_id"] in logged_in:
             data = item["connection_info"]["data"]
             sessions.append({"target": data["target_iqn"], "portals": item["portals"], "lun": data["target_lun"],
@@ -725,12 +779,10 @@ class FilterModule:
             "reservation_entries": reservation_entries,
             "disk_specs": disk_specs,
             "session_devices": session_devices,
-            "undo_disk_specs": undo_disk_specs,
             "secret_entries": secret_entries,
             "volume_table": volume_table,
             "disk_table": disk_table,
             "absent_secret_entries": absent_secret_entries,
-            "undo_secret_specs": undo_secret_specs,
             "detach_plan": detach_plan,
             "failure_message": failure_message,
             "reserve_entries": reserve_entries,

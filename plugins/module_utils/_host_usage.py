@@ -313,6 +313,11 @@ def reconcile(
                 row(use, use.instance, store, has,
                     "re-add the " + " and ".join("persistent" if v == "config" else v for v in missing) + " disk")
                 attach.append(request)
+            elif use.secret_usage and use.secret_usage not in state.secrets:
+                # The live disk goes on without it, but the domain cannot
+                # start again (QEMU reads the secret when it opens the disk).
+                row(use, use.instance, store, f"{has}, no secret {use.secret_usage}", "re-create the secret")
+                attach.append(request)
             continue
         if use.status in TRANSITIONAL and not use.lapsed:
             owner = (use.owner or {}).get("token", "an unknown run")

@@ -12,6 +12,7 @@ does not release a virtio disk leaves it attached although libvirt's call
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 import string
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
 from ansible_collections.openvolume.compute.plugins.module_utils._common import skip_if_check_mode, wait_until
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
+from ansible_collections.openvolume.compute.plugins.module_utils._rbd import Rbd, RbdError, sharing_blockers
 
 BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
 SECRET_TYPE = {"iscsi": "iscsi", "rbd": "ceph"}
@@ -526,6 +528,8 @@ class LibvirtDisks:
             self._check_source_unused(spec, dom)
             target = self._free_target(spec, dom)
         missing = [view for view, d in found.items() if d is None]
+        if missing and existing is None and spec.shareable:
+            self._check_shareable(spec)
         new = build_disk(spec, target, self._file_format(spec, existing) if missing else None)
         before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
         after = {view: before[view] or normalise(new) for view in found}
@@ -535,6 +539,46 @@ class LibvirtDisks:
         shown = existing if existing is not None else new
         return {"changed": bool(missing), "applied_to": missing, "diff": {"before": before, "after": after},
                 "disk": dict(disk_info(shown), domain=dom.name, xml=normalise(shown))}
+
+    def _check_shareable(self, spec: DiskSpec) -> None:
+        """A shareable RBD disk: the image must allow several writers (no exclusive-lock).
+
+        Asked with ``rbd info`` on the host, with the cephx key the disk's
+        libvirt secret holds (read from libvirt, never from the task).
+        """
+        src = spec.source or {}
+        if src.get("type") != "network" or src.get("protocol") != "rbd":
+            return
+        auth = src.get("auth") or {}
+        key = self._ceph_key(spec, auth) if auth else None
+        monitors = [f"{h['name']}:{h['port']}" if h.get("port") else str(h["name"]) for h in src.get("hosts") or []]
+        try:
+            info = Rbd(self.module.module).info(image=str(src["name"]), monitors=monitors,
+                                                user=auth.get("username"), key=key, param=f"{spec.where}source.name")
+        except RbdError as exc:
+            raise LibvirtError(exc.msg) from None
+        blockers = sharing_blockers(info)
+        if blockers:
+            raise LibvirtError(
+                f"{spec.where}shareable: RBD image {src['name']} has the {', '.join(blockers)} feature, so it cannot "
+                "be written by several domains at once (multiattach); turn it off on the image first (rbd feature "
+                f"disable {src['name']} object-map fast-diff exclusive-lock), or attach it to one domain only"
+            )
+
+    def _ceph_key(self, spec: DiskSpec, auth: t.Mapping[str, t.Any]) -> str:
+        """The cephx key of the disk's libvirt secret (libvirt keeps the key's bytes)."""
+        conn = self.module.conn
+        try:
+            if auth.get("secret_uuid"):
+                secret = conn.secretLookupByUUIDString(auth["secret_uuid"])
+            else:
+                secret = conn.secretLookupByUsage(lv.libvirt.VIR_SECRET_USAGE_TYPE_CEPH, auth["secret_usage"])
+            return base64.b64encode(secret.value()).decode()
+        except lv.libvirt.libvirtError as exc:
+            raise LibvirtError(
+                f"{spec.where}source.auth: the libvirt secret {auth.get('secret_usage') or auth.get('secret_uuid')} "
+                f"cannot be read ({lv.describe(exc)}); create it with openvolume.compute.libvirt_secret first"
+            ) from None
 
     def _file_format(self, spec: DiskSpec, existing: t.Any | None) -> str | None:
         """The format a file source is attached with: the user's, else the file's own."""

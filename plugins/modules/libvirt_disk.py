@@ -163,7 +163,12 @@ options:
     type: bool
     default: false
   shareable:
-    description: The disk may be used by several domains at once (multiattach volumes).
+    description:
+      - The disk may be used by several domains at once (multiattach volumes).
+      - For an RBD source the image must allow several writers - without the C(exclusive-lock) feature, which Ceph
+        turns on by default - or the attach fails saying how to turn it off. The check runs C(rbd info) on the host
+        (the C(rbd) command, package ceph-common) with the key of the disk's libvirt secret, in a file that lives only
+        for the call.
     type: bool
     default: false
   device:

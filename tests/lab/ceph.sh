@@ -34,6 +34,7 @@ addr=127.0.0.1
 port_v2=${CEPH_MON_PORT_V2:-3300}
 port_v1=${CEPH_MON_PORT_V1:-6789}
 pool=${CEPH_POOL:-volumes}
+images=${CEPH_IMAGES:-6}
 client=openvolume
 client_keyring="$state/client.$client.keyring"
 daemons=("mon.a:/usr/bin/ceph-mon" "osd.0:/usr/bin/ceph-osd")
@@ -207,6 +208,24 @@ ensure_client() {
   mv "$client_keyring.tmp" "$client_keyring"
 }
 
+# The RBD volumes of the lab's catalogue (inventories/lab): rbd-01 ..
+# rbd-NN, 64 MiB each. rbd-03 is multiattach, so it is made without the
+# exclusive-lock feature (and the object-map and fast-diff that need it);
+# the others keep Ceph's default features, as Cinder makes them.
+ensure_images() {
+  local have n name
+  have=$(rbd ls "$pool")
+  for n in $(seq 1 "$images"); do
+    name=$(printf 'rbd-%02d' "$n")
+    grep -qx "$name" <<<"$have" && continue
+    if [ "$name" = rbd-03 ]; then
+      rbd create "$pool/$name" --size 64M --image-feature layering
+    else
+      rbd create "$pool/$name" --size 64M
+    fi
+  done
+}
+
 write_env() {
   local key
   key=$(sed -n 's/^[[:space:]]*key = //p' "$client_keyring")
@@ -217,6 +236,7 @@ CEPH_MON_PORT_V2=$port_v2
 CEPH_MON_PORT_V1=$port_v1
 CEPH_MON_HOST=[v2:$addr:$port_v2,v1:$addr:$port_v1]
 CEPH_POOL=$pool
+CEPH_IMAGES=$images
 CEPH_CLIENT=$client
 CEPH_CLIENT_KEYRING=$client_keyring
 CEPH_CLIENT_KEY=$key
@@ -248,6 +268,7 @@ up() {
   ensure_client
   # The pool answers (its placement groups are active) before we say "up".
   wait_for osd.0 /usr/bin/ceph-osd "pool $pool answering" 30 rbd ls "$pool"
+  ensure_images
   write_env
   echo "ceph lab: up (mon $addr:$port_v2 and :$port_v1, pool $pool, client.$client)"
 }

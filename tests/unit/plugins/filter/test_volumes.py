@@ -65,7 +65,6 @@ from ansible_collections.openvolume.compute.plugins.filter.volumes import (  # n
     reservation_entries,
     reserve_entries,
     session_devices,
-    undo_disk_specs,
 )
 
 CATALOGUE = {
@@ -136,7 +135,7 @@ def test_reserve_entries_store_the_connection_info() -> None:
     assert reserve["connection_info"]["data"]["auth_password"] == "p"
     assert reserve["connection_info"]["openvolume"] == {
         "attach_mode": "qemu", "multipath": False, "secret_usage": "openvolume/vol-01", "serial": "vol-01",
-        "target_dev": None, "device_path": None, "wwid": None, "ifaces": None}
+        "target_dev": None, "device_path": None, "wwid": None, "ifaces": None, "secret_type": "iscsi"}
 
 
 def test_reservation_and_disk_entries() -> None:
@@ -178,13 +177,6 @@ def test_detach_plan_uses_the_stored_connection_info() -> None:
     records[0]["attachments"][0]["connection_info"] = None
     with pytest.raises(AnsibleFilterError, match="has no connection_info"):
         detach_plan([], records, "h1", one_volume="v", one_instance="d1")
-
-
-def test_undo_disk_specs_only_what_changed() -> None:
-    result = {"disks": [{"domain": "d1", "serial": "a", "changed": True},
-                        {"domain": "d1", "serial": "b", "changed": False}]}
-    assert undo_disk_specs(result) == [{"domain": "d1", "serial": "a", "state": "absent"}]
-    assert undo_disk_specs(None) == []
 
 
 def test_failure_message_of_a_failed_loop_is_the_failed_items_messages() -> None:

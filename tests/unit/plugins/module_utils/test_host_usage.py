@@ -211,3 +211,11 @@ def test_luns_from_256_match_the_catalogue_number() -> None:
     out = reconcile(records[1:], "h1", dict(truth, domains=[]), our_targets=[IQN])
     # Recorded (in-use, its domain gone) and its LUN 300 is used by the record: not an orphan.
     assert out["luns"] == []
+
+
+def test_a_lost_secret_is_drift() -> None:
+    records = [record("vol-01", att("vm1", "h1", ci=conn("vol-01", "qemu")))]
+    truth = {"domains": [dom("vm1", disk("vol-01", ["live", "config"], QEMU_SRC))], "secrets": []}
+    out = reconcile(records, "h1", truth)
+    assert [r["action"] for r in out["rows"]] == ["re-create the secret"]
+    assert out["attach"] == [{"volume": "vol-01", "instance": "vm1"}]
