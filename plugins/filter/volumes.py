@@ -472,6 +472,13 @@ def attach_plan(
     return plan
 
 
+def attachments_of(records: t.Sequence[t.Mapping[str, t.Any]], volume: str, host: str) -> list[dict[str, str]]:
+    """The in-use attachments of ``volume`` recorded on ``host``, as role requests ({volume, instance})."""
+    return [{"volume": volume, "instance": str(a.get("instance"))}
+            for r in records or [] if r.get("volume_id") == volume
+            for a in r.get("attachments") or [] if a.get("host") == host and a.get("status") == "in-use"]
+
+
 def detach_plan(
     requests: t.Any,
     records: t.Sequence[t.Mapping[str, t.Any]],
@@ -794,4 +801,5 @@ class FilterModule:
             "reconcile_plan": reconcile_plan,
             "reconcile_table": reconcile_table,
             "reconcile_elsewhere": reconcile_elsewhere,
+            "attachments_of": attachments_of,
         }

@@ -77,6 +77,7 @@ class SessionRequest:
     wait_timeout: float
     rescan: bool
     expected_wwid: str | None = None
+    resize: bool = False
 
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> SessionRequest:
@@ -97,7 +98,8 @@ class SessionRequest:
         wwid = params.get("wwid")
         return cls(target=target, portals=portals, lun=params["lun"], ifaces=ifaces,
                    multipath=params["multipath"], wait_timeout=float(params["wait_timeout"]),
-                   rescan=params["rescan"], expected_wwid=normalize_wwid(wwid, param="wwid") if wwid else None)
+                   rescan=params["rescan"], expected_wwid=normalize_wwid(wwid, param="wwid") if wwid else None,
+                   resize=bool(params.get("resize")))
 
     def paths(self) -> list[Path]:
         """Every path asked for, portals first, in the order given."""
@@ -283,6 +285,11 @@ class IscsiSession:
                 # LUN mapped since its login (and of a changed one) only by a rescan.
                 self._rescan([s.sid for p, s in sessions.items() if p in existing and s.sid is not None])
             result.update(self._devices(req, ordered, others, fresh=set(logged_in), deadline=deadline))
+            resized = result.get("resized")
+            if resized and resized["after"] > resized["before"]:
+                result["changed"] = True
+                result["diff"]["before"]["size"] = resized["before"]
+                result["diff"]["after"]["size"] = resized["after"]
             result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": sessions[p].sid}
                                   for p in wanted]
         except IscsiError as exc:
@@ -306,9 +313,10 @@ class IscsiSession:
                     "that the target maps it to this initiator, or raise wait_timeout"
                 )
             found.append(_Found(s, sysfs, lun, Disk(str(lun.disk))))
-        if req.expected_wwid:
+        size_before = found[0].disk.size() if found else 0
+        if req.expected_wwid or req.resize:
             # A disk of a session that was there before this call may still
-            # carry the identity it had at its login.
+            # carry the identity (and size) it had at its login.
             self._refresh_identity([f.disk for f in found if _path_of(f.session) not in fresh])
         wwids = [f.disk.wwid() for f in found]
         if len(set(wwids)) > 1:
@@ -333,6 +341,7 @@ class IscsiSession:
             "devices": devices,
             "hctls": [f.lun.hctl for f in found],
             "size": found[0].disk.size(),
+            "resized": {"before": size_before, "after": found[0].disk.size()} if req.resize else None,
             "wwid": wwid,
             "wwn": wwid,
             "multipath_device": None,
@@ -340,6 +349,13 @@ class IscsiSession:
         if req.multipath:
             disks = [f.disk for f in found]
             mpath = self.devices.wait_for_map(disks, timeout=max(deadline.left(), 0.5))
+            if mpath is not None and req.resize:
+                before = mpath.size()
+                # The map keeps the size it was made with until multipathd
+                # is told its paths grew (os-brick's extend does the same).
+                self.devices.multipath.resize(mpath=mpath)
+                out["resized"] = {"before": before, "after": mpath.size()}
+                out["size"] = mpath.size()
             if mpath is None:
                 raise DeviceError(
                     f"multipath: no multipath map over {', '.join(devices)} within {deadline.seconds:g}s; "
@@ -470,6 +486,7 @@ def argument_spec() -> dict[str, t.Any]:
         "wait_timeout": {"type": "float", "default": 30.0},
         "rescan": {"type": "bool", "default": True},
         "wwid": {"type": "str", "aliases": ["wwn"]},
+        "resize": {"type": "bool", "default": False},
     }
 
 

@@ -67,6 +67,8 @@ class DiskSpec:
     readonly: bool = False
     shareable: bool = False
     device: str = "disk"
+    # Bytes the live disk must have at least (an extend: QEMU's block_resize).
+    size: int | None = None
     extra: dict[str, t.Any] = field(default_factory=dict)
 
     @classmethod
@@ -78,6 +80,7 @@ class DiskSpec:
             target_dev=p.get("target_dev"), bus=p.get("bus") or "virtio", serial=p.get("serial"),
             cache=p.get("cache") or "none", io=p.get("io"), discard=p.get("discard"),
             readonly=bool(p.get("readonly")), shareable=bool(p.get("shareable")), device=p.get("device") or "disk",
+            size=parse_size(p.get("size"), param=f"{where}size"),
         )
         spec.validate()
         return spec
@@ -491,7 +494,10 @@ def diff_text(views: t.Mapping[str, str]) -> str:
     Plain text, so Ansible shows the XML line by line (a dict would be shown
     as JSON with the XML's newlines escaped).
     """
-    return "".join(f"<!-- {VIEW_TITLE[view]} -->\n{xml}\n" for view, xml in views.items() if xml)
+    text = "".join(f"<!-- {VIEW_TITLE[view]} -->\n{xml}\n" for view, xml in views.items() if xml and view in VIEW_TITLE)
+    if views.get("size"):
+        text += f"<!-- size: {views['size']} bytes -->\n"
+    return text
 
 
 def _where(info: t.Mapping[str, t.Any]) -> str:
@@ -537,8 +543,55 @@ class LibvirtDisks:
             dom.refresh()
             after = {view: normalise(self._attached_in(dom, spec, view, root)) for view, root in dom.views().items()}
         shown = existing if existing is not None else new
-        return {"changed": bool(missing), "applied_to": missing, "diff": {"before": before, "after": after},
-                "disk": dict(disk_info(shown), domain=dom.name, xml=normalise(shown))}
+        result: dict[str, t.Any] = {
+            "changed": bool(missing), "applied_to": missing, "diff": {"before": before, "after": after},
+            "disk": dict(disk_info(shown), domain=dom.name, xml=normalise(shown)),
+        }
+        if spec.size is not None:
+            self._grow(dom, spec, str(result["disk"]["target_dev"]), result)
+        return result
+
+    def _grow(self, dom: Domain, spec: DiskSpec, target: str, result: dict[str, t.Any]) -> None:
+        """Make the live disk at least ``spec.size`` bytes (Nova's extend_volume: block_resize).
+
+        QEMU re-reads an iSCSI LUN's or a block device's size, and grows an
+        RBD image itself (librbd's resize). A shut-off domain reads the size
+        when it starts: nothing to tell it.
+        """
+        if not dom.active or dom.live is None or find_disk(dom.live, spec) is None:
+            return
+        try:
+            capacity = int(dom.dom.blockInfo(target)[0])
+        except lv.libvirt.libvirtError as exc:
+            if self.module.check_mode:
+                return  # a disk check mode would attach
+            raise LibvirtError(f"{spec.where}size: reading the size of {spec.label} failed: {lv.describe(exc)}") \
+                from None
+        size = t.cast(int, spec.size)
+        result["size"] = {"before": capacity, "after": max(capacity, size)}
+        if capacity > size:
+            raise LibvirtError(
+                f"{spec.where}size: {spec.label} is already {capacity} bytes, more than {size}; a volume is never "
+                "shrunk: give its size or more"
+            )
+        if capacity == size:
+            return
+        self._block_resize(dom, spec, target, size)
+        result["changed"] = True
+        result["diff"]["before"]["size"] = str(capacity)
+        result["diff"]["after"]["size"] = str(size)
+
+    @skip_if_check_mode
+    def _block_resize(self, dom: Domain, spec: DiskSpec, target: str, size: int) -> None:
+        try:
+            dom.dom.blockResize(target, size, lv.libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        except lv.libvirt.libvirtError as exc:
+            msg = lv.describe(exc)
+            hint = ""
+            if "grow" in msg.lower() or "cannot" in msg.lower():
+                hint = ("; the volume behind the disk is smaller: grow it on the storage first (QEMU grows RBD "
+                        "images itself, but not iSCSI LUNs or host block devices; in host mode rescan them first)")
+            raise LibvirtError(f"{spec.where}size: growing {spec.label} to {size} bytes failed: {msg}{hint}") from None
 
     def _check_shareable(self, spec: DiskSpec) -> None:
         """A shareable RBD disk: the image must allow several writers (no exclusive-lock).
@@ -798,6 +851,22 @@ class LibvirtDisks:
                 )
 
 
+def parse_size(value: t.Any, *, param: str = "size") -> int | None:
+    """Bytes from ``value``: an integer, or a string with a unit (``128M``, ``1G``, binary units)."""
+    if value is None or value == "":
+        return None
+    from ansible.module_utils.common.text.formatters import human_to_bytes
+
+    try:
+        size = int(value) if isinstance(value, int) or str(value).isdigit() else int(human_to_bytes(str(value)))
+    except (TypeError, ValueError) as exc:
+        raise LibvirtError(f"{param}: {value!r} is not a size; give bytes, or a number with a unit like 128M or "
+                           f"2G ({exc})") from None
+    if size <= 0:
+        raise LibvirtError(f"{param}: {value!r} is not a size: it must be more than 0 bytes")
+    return size
+
+
 def disk_spec_options() -> dict[str, t.Any]:
     """Per-disk options, shared by the single form and the ``disks`` list."""
     return {
@@ -828,6 +897,7 @@ def disk_spec_options() -> dict[str, t.Any]:
         "readonly": {"type": "bool", "default": False},
         "shareable": {"type": "bool", "default": False},
         "device": {"type": "str", "choices": ["disk", "lun"], "default": "disk"},
+        "size": {"type": "raw"},
     }
 
 
@@ -866,13 +936,16 @@ def run(module: lv.LibvirtModule) -> None:
         if batch:
             result: dict[str, t.Any] = {
                 "changed": any(o["changed"] for o in outcomes),
-                "disks": [dict(o["disk"], changed=o["changed"], state=s.state)
+                "disks": [dict(o["disk"], changed=o["changed"], state=s.state, **({"size": o["size"]} if "size" in o
+                                                                                    else {}))
                           for o, s in zip(outcomes, specs, strict=True)],
                 "diff": [shown_diff(o["diff"], s) for o, s in zip(outcomes, specs, strict=True) if o["changed"]],
             }
         else:
             o = outcomes[0]
             result = {"changed": o["changed"], "disk": o["disk"], "diff": shown_diff(o["diff"], specs[0])}
+            if "size" in o:
+                result["size"] = o["size"]
         if not module.diff_mode:
             result.pop("diff")
         return result

@@ -174,6 +174,8 @@ class Volume:
     volume_id: str
     multiattach: bool = False
     attachments: dict[str, Attachment] = dataclasses.field(default_factory=dict)
+    # Bytes, as the last extend recorded it (None: never recorded).
+    size: int | None = None
 
     @property
     def status(self) -> str:
@@ -203,6 +205,7 @@ class Volume:
             "volume_id": self.volume_id,
             "status": self.status,
             "multiattach": self.multiattach,
+            "size": self.size,
             "attachments": [self.attachments[k].to_dict() for k in sorted(self.attachments)],
         }
 
@@ -217,6 +220,7 @@ class Volume:
             volume_id=data["volume_id"],
             multiattach=bool(data.get("multiattach", False)),
             attachments={a.instance: a for a in atts},
+            size=data.get("size"),
         )
 
     def copy(self) -> Volume:
@@ -260,6 +264,7 @@ class Request:
     mode: str | None = None
     connection_info: dict[str, t.Any] | None = None
     multiattach: bool | None = None
+    size: int | None = None
     lease_ttl: int = DEFAULT_LEASE_TTL
     owner: Owner | None = None
 
@@ -308,10 +313,15 @@ class Request:
         multiattach = params.get("multiattach")
         if multiattach is not None and state not in (PRESENT, AVAILABLE):
             fail(f"{where}multiattach: set when the record is created, with state=present or state=available")
+        size = params.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            fail(f"{where}size: give the volume's size in bytes, a positive integer")
+        if size is not None and state not in (PRESENT, AVAILABLE, IN_USE):
+            fail(f"{where}size: recorded with state=present (or available, in-use), not with state={state}")
         return cls(
             volume_id=volume_id, state=state, instance=instance, host=host,
             mountpoint=params.get("mountpoint"), mode=mode, connection_info=ci,
-            multiattach=multiattach, lease_ttl=lease_ttl, owner=owner,
+            multiattach=multiattach, size=size, lease_ttl=lease_ttl, owner=owner,
         )
 
 
@@ -333,7 +343,7 @@ def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | Non
         return None, "remove"
     if current is None:
         if req.state in (PRESENT, AVAILABLE):
-            return Volume(vid, multiattach=bool(req.multiattach)), "create"
+            return Volume(vid, multiattach=bool(req.multiattach), size=req.size), "create"
         raise IllegalTransition(
             f"volume {vid} is not registered in the reservation store; register it first with "
             f"state=present (and multiattach if it is one), then state={req.state}"
@@ -347,6 +357,15 @@ def plan(current: Volume | None, req: Request, now: float) -> tuple[Volume | Non
             )
         new.multiattach = req.multiattach
         change = "update"
+    if req.size is not None and req.size != current.size:
+        # The volume's size as the last extend left it (volumes only grow).
+        if current.size is not None and req.size < current.size:
+            raise IllegalTransition(
+                f"volume {vid} is recorded with {current.size} bytes; size {req.size} would shrink it, and volumes "
+                "only grow"
+            )
+        new.size = req.size
+        change = "resize"
     if req.state == PRESENT:
         return new, change
     if req.instance is None:
@@ -765,6 +784,7 @@ def module_argument_spec() -> dict[str, t.Any]:
         "mode": {"type": "str", "choices": list(MODES)},
         "connection_info": {"type": "dict"},
         "multiattach": {"type": "bool"},
+        "size": {"type": "int"},
     }
     spec: dict[str, t.Any] = {name: dict(opt) for name, opt in per_volume.items()}
     spec["volume_id"] = {"type": "str"}
@@ -778,7 +798,8 @@ def module_argument_spec() -> dict[str, t.Any]:
 MODULE_KWARGS: dict[str, t.Any] = {
     "mutually_exclusive": [
         ("volume_id", "volumes"),
-        *[("volumes", opt) for opt in ("instance", "host", "mountpoint", "mode", "connection_info", "multiattach")],
+        *[("volumes", opt) for opt in ("instance", "host", "mountpoint", "mode", "connection_info", "multiattach",
+                                       "size")],
     ],
     "required_one_of": [("volume_id", "volumes")],
 }

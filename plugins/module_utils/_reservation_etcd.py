@@ -203,7 +203,7 @@ class EtcdBackend(Backend):
             return None
         try:
             doc = json.loads(meta[0])
-            volume = Volume(volume_id, multiattach=bool(doc.get("multiattach", False)))
+            volume = Volume(volume_id, multiattach=bool(doc.get("multiattach", False)), size=doc.get("size"))
             legacy = {}
             for key, (value, _mod, _lease) in raw.items():
                 rest = key[len(base):]
@@ -231,7 +231,10 @@ class EtcdBackend(Backend):
     def _encode(self, volume: Volume) -> dict[str, str]:
         """Keys of a record: key -> value."""
         base = self._dir(volume.volume_id)
-        keys = {base + "volume": _dumps({"volume_id": volume.volume_id, "multiattach": volume.multiattach})}
+        doc: dict[str, t.Any] = {"volume_id": volume.volume_id, "multiattach": volume.multiattach}
+        if volume.size is not None:
+            doc["size"] = volume.size
+        keys = {base + "volume": _dumps(doc)}
         for inst, att in volume.attachments.items():
             keys[f"{base}attachment/{_quote(inst)}"] = _dumps(att.stored())
         return keys

@@ -61,6 +61,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE attachments ADD COLUMN owner TEXT;
     """,
+    # 3: the volume's size in bytes, as the last extend recorded it.
+    """
+    ALTER TABLE volumes ADD COLUMN size INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -154,11 +158,11 @@ class SqliteBackend(Backend):
 
     def _load(self, volume_id: str) -> Volume | None:
         row = self.conn.execute(
-            "SELECT volume_id, multiattach FROM volumes WHERE volume_id = ?", (volume_id,)
+            "SELECT volume_id, multiattach, size FROM volumes WHERE volume_id = ?", (volume_id,)
         ).fetchone()
         if row is None:
             return None
-        volume = Volume(row[0], multiattach=bool(row[1]))
+        volume = Volume(row[0], multiattach=bool(row[1]), size=row[2])
         for a in self.conn.execute(
             "SELECT instance, host, status, mountpoint, mode, connection_info, expires_at, owner "
             "FROM attachments WHERE volume_id = ? ORDER BY instance",
@@ -177,10 +181,10 @@ class SqliteBackend(Backend):
             self.conn.execute("DELETE FROM volumes WHERE volume_id = ?", (volume_id,))
             return
         self.conn.execute(
-            "INSERT INTO volumes (volume_id, multiattach, created_at, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (volume_id) DO UPDATE SET multiattach = excluded.multiattach, "
+            "INSERT INTO volumes (volume_id, multiattach, size, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (volume_id) DO UPDATE SET multiattach = excluded.multiattach, size = excluded.size, "
             "updated_at = excluded.updated_at",
-            (volume_id, int(volume.multiattach), now, now),
+            (volume_id, int(volume.multiattach), volume.size, now, now),
         )
         # The record is small: replace its attachments as a whole, inside the
         # same transaction, so connection_info lands with the state (seed 004).

@@ -307,6 +307,11 @@ class MultipathMap:
     def wwid(self) -> str:
         return self.uuid.split("-", 1)[1] if "-" in self.uuid else self.uuid
 
+    def size(self) -> int:
+        """The map's size in bytes (sysfs counts 512-byte sectors)."""
+        with open(f"{SYSFS}/block/{self.dm}/size") as f:
+            return int(f.read().strip()) * 512
+
     def paths(self) -> list[str]:
         try:
             return sorted(os.listdir(f"{SYSFS}/block/{self.dm}/slaves"))
@@ -355,6 +360,16 @@ class Multipath:
     def add_path(self, *, disk: Disk) -> None:
         """Ask multipath to build (or extend) the map of ``disk``'s WWID."""
         self._run(args=[disk.dev], action=f"creating the multipath map of {disk.dev}")
+
+    def resize(self, *, mpath: MultipathMap) -> None:
+        """Have multipathd take the size its paths have now (``multipathd resize map``)."""
+        binary = self.module.get_bin_path("multipathd", required=False)
+        if not binary:
+            raise DeviceError("multipath: the multipathd command is missing on this host; install multipath-tools")
+        rc, out, err = self.module.run_command([binary, "resize", "map", mpath.name], environ_update={"LC_ALL": "C"},
+                                               check_rc=False)
+        if rc != 0 or "fail" in (out or "").lower():
+            raise DeviceError(f"resizing the multipath map {mpath.name} failed: {(err or out).strip()}")
 
     def flush(self, *, mpath: MultipathMap) -> None:
         """Remove a map; it must be unused (flushed and closed) first."""

@@ -96,6 +96,15 @@ options:
         and deletes nothing (another volume is mapped behind the LUN now, and may be in use elsewhere).
     type: str
     aliases: [wwn]
+  resize:
+    description:
+      - With O(state=present), have the host take a size the volume grew to on the storage (Nova's
+        C(extend_volume), the host side) - rescan the LUN's SCSI disks and, with O(multipath), resize the map
+        (C(multipathd resize map)). RV(resized) tells the size before and after; a size that grew is a change.
+      - The storage grows the volume; this only makes the host see it. Then tell QEMU with
+        M(openvolume.compute.libvirt_disk) O(openvolume.compute.libvirt_disk#module:size).
+    type: bool
+    default: false
   state:
     description: V(present) connects the LUN, V(absent) disconnects it.
     type: str
@@ -237,9 +246,14 @@ wwn:
   returned: state=present and not check mode
   type: str
 size:
-  description: The LUN's size in bytes.
+  description: The LUN's size in bytes (the multipath map's with O(multipath)).
   returned: state=present and not check mode
   type: int
+resized:
+  description: With O(resize), the size in bytes before and after the rescan (C(before), C(after)); else C(null).
+  returned: state=present and not check mode
+  type: dict
+  sample: {before: 67108864, after: 134217728}
 removed_devices:
   description: SCSI disks removed (or that would be).
   returned: state=absent

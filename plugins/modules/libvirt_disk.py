@@ -181,6 +181,16 @@ options:
     description: Seconds to wait for the guest to release a detached disk.
     type: float
     default: 30
+  size:
+    description:
+      - "With O(state=present), the size the live disk must have at least, in bytes or with a unit (V(128M), V(2G);
+        binary units): Nova's C(extend_volume). A live disk that is smaller is grown with QEMU's C(block_resize)
+        (libvirt C(blockResize)). QEMU re-reads the size of an iSCSI LUN or a host block device, which the storage
+        must have grown first (in host mode, rescan them first with M(openvolume.compute.iscsi_session) O(resize)),
+        and grows an RBD image itself through librbd."
+      - A disk that is already bigger is an error (a volume is never shrunk); one of that size is no change. A
+        shut-off domain reads the size when it starts, so nothing is done.
+    type: raw
   missing_domain:
     description:
       - What a detach (O(state=absent)) does when the domain does not exist.
@@ -329,8 +339,13 @@ disk:
     xml:
       description: The disk's XML.
       type: str
+size:
+  description: With O(size), the live disk's size in bytes before and after (C(before), C(after)).
+  returned: with O(size), when the domain runs or is paused
+  type: dict
+  sample: {before: 67108864, after: 134217728}
 disks:
-  description: One entry per O(disks) item, the keys of RV(disk) plus C(changed) and C(state).
+  description: One entry per O(disks) item, the keys of RV(disk) plus C(changed), C(state) and, with O(size), C(size).
   returned: with O(disks)
   type: list
   elements: dict

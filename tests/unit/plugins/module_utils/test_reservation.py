@@ -472,3 +472,16 @@ def test_a_large_batch_keeps_all_or_nothing(store: Store) -> None:
     reqs = reqs[:79]
     assert all(o.transition == "reserve" for o in store.service().apply_all(reqs))
     assert all(store.get(v).attachments["i1"].status == ATTACHING for v in ids[:79])
+
+
+def test_the_record_keeps_the_size_it_grew_to(store: Store) -> None:
+    bring(store, "vol-size", IN_USE)
+    assert store.get("vol-size").size is None
+    assert store.apply(volume_id="vol-size", state="present", size=128 << 20).transition == "resize"
+    assert store.apply(volume_id="vol-size", state="present", size=128 << 20).transition is None
+    assert store.apply(volume_id="vol-size", state=IN_USE, instance="i1", size=256 << 20).transition == "resize"
+    assert store.get("vol-size").size == 256 << 20
+    with pytest.raises(IllegalTransition, match="would shrink it"):
+        store.apply(volume_id="vol-size", state="present", size=64 << 20)
+    with pytest.raises(ReservationError, match="size: give the volume's size in bytes"):
+        store.apply(volume_id="vol-size", state="present", size=-1)
