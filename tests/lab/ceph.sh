@@ -25,6 +25,17 @@
 # start of the same cluster.
 set -euo pipefail
 
+# Ceph's tools set O_NONBLOCK on the descriptors they write to. The flag
+# belongs to the open file, which is shared with whoever gave this script its
+# output (make, a CI log, a terminal): an ansible-playbook run next on the
+# same output refuses to start ("Ansible requires blocking IO"). So this
+# script runs with pipes of its own, copied on by cat.
+if [ -z "${OV_CEPH_OWN_PIPES:-}" ]; then
+  export OV_CEPH_OWN_PIPES=1
+  "$0" "$@" </dev/null 2> >(cat >&2) | cat
+  exit "${PIPESTATUS[0]}"
+fi
+
 lab=${OV_LAB_DIR:-/var/tmp/openvolume-lab}
 state="$lab/ceph"
 envfile="$lab/ceph.env"

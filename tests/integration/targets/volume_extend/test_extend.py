@@ -76,7 +76,7 @@ def lab() -> t.Iterator[None]:
         tgtadm("--op", "delete", "--mode", "target", "--tid", str(TID), "--force")
     if os.path.exists(LUN_FILE):
         os.unlink(LUN_FILE)
-    subprocess.run([*CEPH, "rm", IMAGE], check=False, capture_output=True)
+    subprocess.run([*CEPH, "rm", IMAGE], check=False, capture_output=True, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture
@@ -89,8 +89,10 @@ def catalogue(**volumes: dict[str, t.Any]) -> dict[str, t.Any]:
 
 
 def test_rbd_extend(store: Store) -> None:
-    subprocess.run([*CEPH, "rm", IMAGE], check=False, capture_output=True)
-    subprocess.run([*CEPH, "create", IMAGE, "--size", "64M"], check=True)
+    subprocess.run([*CEPH, "rm", IMAGE], check=False, capture_output=True, stdin=subprocess.DEVNULL)
+    # Ceph's tools set O_NONBLOCK on what they write to: never our own output.
+    subprocess.run([*CEPH, "create", IMAGE, "--size", "64M"], check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL)
     cat = catalogue(**{"ovt-ext-rbd": {
         "driver_volume_type": "rbd", "name": IMAGE, "hosts": [CONFIG["lab_ceph_mon_addr"]],
         "auth_username": CONFIG["lab_ceph_client"], "auth_key": CONFIG["lab_ceph_client_key"], "bus": "scsi"}})
@@ -100,7 +102,8 @@ def test_rbd_extend(store: Store) -> None:
     check = ok(play("extend.yml", store, extra=extend, check=True))
     assert changed(check) >= 1 and capacity("ovt-ext-rbd") == 64 * MiB
     ok(play("extend.yml", store, extra=extend))
-    info = subprocess.run([*CEPH, "info", IMAGE, "--format", "json"], check=True, capture_output=True, text=True)
+    info = subprocess.run([*CEPH, "info", IMAGE, "--format", "json"], check=True, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
     assert '"size":134217728' in info.stdout.replace(" ", "")
     assert capacity("ovt-ext-rbd") == 128 * MiB
     assert store._backend().get("ovt-ext-rbd").size == 128 * MiB
