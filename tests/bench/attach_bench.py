@@ -1,4 +1,6 @@
-"""Attach + detach of 20 volumes on 5 domains: the playbooks against a plain script.
+"""Attach + detach of volumes on 5 domains: the playbooks against a plain script.
+
+Two sets: 20 iSCSI volumes (qemu mode) and the lab's 6 Ceph RBD volumes.
 
 Both do the same work on the lab (qemu mode: a libvirt secret and a QEMU
 iSCSI network disk per volume, a reservation record per attachment), in
@@ -19,7 +21,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROUNDS = int(os.environ.get("OV_BENCH_ROUNDS", "3"))
 DOMAINS = [f"ovt-b-{i}" for i in range(1, 6)]
-VOLUMES = [f"vol-{i:02d}" for i in range(1, 21)]
+SETS = {
+    "iSCSI, 20 volumes": [f"vol-{i:02d}" for i in range(1, 21)],
+    "RBD, 6 volumes": [f"rbd-{i:02d}" for i in range(1, 7)],
+}
 
 
 def run(cmd: list[str], **kw: object) -> None:
@@ -32,34 +37,40 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.monotonic() - start
 
 
-def main() -> None:
-    tmp = tempfile.mkdtemp(prefix="ov-bench-")
-    attachments = [{"volume": v, "instance": DOMAINS[i % len(DOMAINS)]} for i, v in enumerate(VOLUMES)]
-    db = os.path.join(tmp, "reservations.db")
-    vars_file = os.path.join(tmp, "vars.json")
+def measure(name: str, volumes: list[str], tmp: str, env: dict[str, str]) -> None:
+    """Attach + detach ``volumes`` round by round, playbooks and script in turn; print the medians."""
+    attachments = [{"volume": v, "instance": DOMAINS[i % len(DOMAINS)]} for i, v in enumerate(volumes)]
+    db = os.path.join(tmp, f"reservations-{len(volumes)}.db")
+    vars_file = os.path.join(tmp, f"vars-{len(volumes)}.json")
     with open(vars_file, "w") as f:
         json.dump({"openvolume_attachments": attachments,
                    "openvolume_reservation": {"backend": "sqlite", "sqlite_path": db}}, f)
+    play = ["ansible-playbook", "-i", "inventories/lab/hosts.yml", "-e", f"@{vars_file}"]
+    script_db = os.path.join(tmp, f"script-{len(volumes)}.db")
+    playbook, script = [], []
+    for r in range(ROUNDS):
+        p = timed([*play, "playbooks/attach.yml"], env) + timed([*play, "playbooks/detach.yml"], env)
+        s = timed(["tests/bench/baseline.sh", "attach", vars_file, script_db]) + timed(
+            ["tests/bench/baseline.sh", "detach", vars_file, script_db])
+        playbook.append(p)
+        script.append(s)
+        print(f"{name}, round {r + 1}: playbook {p:.1f}s, script {s:.1f}s", flush=True)
+    p, s = statistics.median(playbook), statistics.median(script)
+    print(f"{name} on {len(DOMAINS)} domains, attach + detach, {ROUNDS} rounds in turn (medians)")
+    print(f"bench ({name}): playbook {p:.1f}s, script {s:.1f}s, ratio {p / s:.2f}", flush=True)
+
+
+def main() -> None:
+    tmp = tempfile.mkdtemp(prefix="ov-bench-")
     for dom in DOMAINS:
         run(["tests/lab/domain.sh", "create", dom])
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "build", "collections"))
-    play = ["ansible-playbook", "-i", "inventories/lab/hosts.yml", "-e", f"@{vars_file}"]
-    script_db = os.path.join(tmp, "script.db")
-    playbook, script = [], []
     try:
-        for r in range(ROUNDS):
-            p = timed([*play, "playbooks/attach.yml"], env) + timed([*play, "playbooks/detach.yml"], env)
-            s = timed(["tests/bench/baseline.sh", "attach", vars_file, script_db]) + timed(
-                ["tests/bench/baseline.sh", "detach", vars_file, script_db])
-            playbook.append(p)
-            script.append(s)
-            print(f"round {r + 1}: playbook {p:.1f}s, script {s:.1f}s", flush=True)
+        for name, volumes in SETS.items():
+            measure(name, volumes, tmp, env)
     finally:
         for dom in DOMAINS:
             run(["tests/lab/domain.sh", "remove", dom])
-    p, s = statistics.median(playbook), statistics.median(script)
-    print(f"20 volumes on 5 domains, attach + detach, {ROUNDS} rounds in turn (medians)")
-    print(f"bench: playbook {p:.1f}s, script {s:.1f}s, ratio {p / s:.2f}")
     sys.exit(0)
 
 
