@@ -114,10 +114,16 @@ options:
       - Set when the record is created, with O(state=present) or O(state=available). It can be changed
         later only while the volume has no attachment. Defaults to V(false) for a new record.
     type: bool
+  size:
+    description:
+      - The volume's size in bytes, as an extend grew it (the C(volume_extend) role records it). Recorded with
+        O(state=present), V(available) or V(in-use); a size smaller than the recorded one is refused (volumes only
+        grow). The change is named C(resize).
+    type: int
   volumes:
     description:
       - Many volumes in one task, each with the per-volume options above. Mutually exclusive with
-        O(volume_id), O(instance), O(host), O(mountpoint), O(mode), O(connection_info) and O(multiattach).
+        O(volume_id), O(instance), O(host), O(mountpoint), O(mode), O(connection_info), O(multiattach) and O(size).
       - The entries are planned in order (several entries for one volume apply to the record the earlier ones
         leave) and written in one transaction (SQLite) or one etcd transaction.
       - "The batch is all-or-nothing: when an entry is refused, nothing of the batch is written and the task fails
@@ -155,6 +161,9 @@ options:
       multiattach:
         description: See O(multiattach).
         type: bool
+      size:
+        description: See O(size).
+        type: int
   lease_ttl:
     description:
       - Seconds an V(attaching) or V(detaching) state is held without renewal. While the owner's process lives
@@ -316,6 +325,10 @@ volume:
       description: Whether the volume may be attached to several instances.
       type: bool
       sample: false
+    size:
+      description: The volume's size in bytes as the last extend recorded it; C(null) when never recorded.
+      type: int
+      sample: 134217728
     attachments:
       description: The attachments, sorted by instance.
       type: list
