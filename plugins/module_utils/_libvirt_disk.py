@@ -936,8 +936,7 @@ def run(module: lv.LibvirtModule) -> None:
         if batch:
             result: dict[str, t.Any] = {
                 "changed": any(o["changed"] for o in outcomes),
-                "disks": [dict(o["disk"], changed=o["changed"], state=s.state, **({"size": o["size"]} if "size" in o
-                                                                                    else {}))
+                "disks": [dict(o["disk"], changed=o["changed"], state=s.state, **_size_of(o))
                           for o, s in zip(outcomes, specs, strict=True)],
                 "diff": [shown_diff(o["diff"], s) for o, s in zip(outcomes, specs, strict=True) if o["changed"]],
             }
@@ -951,6 +950,10 @@ def run(module: lv.LibvirtModule) -> None:
         return result
 
     module.run(handle)
+
+
+def _size_of(outcome: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    return {"size": outcome["size"]} if "size" in outcome else {}
 
 
 def shown_diff(diff: t.Mapping[str, t.Mapping[str, str]], spec: DiskSpec) -> dict[str, str]:

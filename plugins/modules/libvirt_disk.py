@@ -186,7 +186,8 @@ options:
       - "With O(state=present), the size the live disk must have at least, in bytes or with a unit (V(128M), V(2G);
         binary units): Nova's C(extend_volume). A live disk that is smaller is grown with QEMU's C(block_resize)
         (libvirt C(blockResize)). QEMU re-reads the size of an iSCSI LUN or a host block device, which the storage
-        must have grown first (in host mode, rescan them first with M(openvolume.compute.iscsi_session) O(resize)),
+        must have grown first (in host mode, rescan them first with M(openvolume.compute.iscsi_session)
+        O(openvolume.compute.iscsi_session#module:resize)),
         and grows an RBD image itself through librbd."
       - A disk that is already bigger is an error (a volume is never shrunk); one of that size is no change. A
         shut-off domain reads the size when it starts, so nothing is done.
@@ -258,6 +259,9 @@ options:
         type: str
         choices: [disk, lun]
         default: disk
+      size:
+        description: See O(size).
+        type: raw
 seealso:
   - module: openvolume.compute.libvirt_secret
   - module: openvolume.compute.iscsi_session
