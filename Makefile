@@ -18,7 +18,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_LINK)
 export ANSIBLE_PYTHON_INTERPRETER := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv setup collection docs-venv docs docs-lint galaxy-check lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check
+.PHONY: help deps venv setup collection docs-venv docs docs-lint galaxy-check changelog lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check
 
 help:
 	@echo "make demo        set up and run the main job on the embedded defaults"
@@ -96,6 +96,14 @@ docs: setup docs-venv
 	@! grep -E 'WARNING|ERROR' $(DOCS_DIR)/build.log | grep -Ev "$(DOCS_OFFLINE_LABELS)" || \
 	  { echo "docs: Sphinx warnings above (full log: $(DOCS_DIR)/build.log)"; exit 1; }
 	@echo "docs: $(DOCS_DIR)/build/html/index.html"
+
+# CHANGELOG.rst and changelogs/changelog.yaml for galaxy.yml's version, from
+# the fragments (run again to add later fragments to a release not yet
+# published). From the ansible_collections path, where ansible-doc finds
+# the plugins that are new in the release.
+changelog: setup
+	@cd $(COLL_LINK)/ansible_collections/openvolume/compute && \
+	  $(BIN)/antsibull-changelog release --version $$(sed -n 's/^version: *//p' galaxy.yml)
 
 $(GALAXY_VENV)/.stamp: requirements-galaxy.txt
 	@test -x $(GALAXY_VENV)/bin/python || $(PYTHON) -m venv $(GALAXY_VENV)
