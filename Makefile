@@ -18,13 +18,16 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_LINK)
 export ANSIBLE_PYTHON_INTERPRETER := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv setup collection lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check
+.PHONY: help deps venv setup collection docs-venv docs docs-lint galaxy-check changelog lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check
 
 help:
 	@echo "make demo        set up and run the main job on the embedded defaults"
 	@echo "make test        set up and run every test (lint, sanity, units, integration, VMs)"
 	@echo "make lab-up | lab-down | lab-status   the local lab (tgtd, libvirtd, etcd, ceph)"
 	@echo "make units | integration | sanity | lint | molecule | test-vm | bench"
+	@echo "make docs        the documentation site (antsibull-docs, Sphinx) in build/docs/build/html"
+	@echo "make docs-lint   check the plugin docs and docs/docsite (part of make lint)"
+	@echo "make galaxy-check  build the tarball and run galaxy-importer on it, as Galaxy does on upload"
 
 deps:
 	@tests/lab/install-deps.sh
@@ -57,9 +60,61 @@ lab-down:
 lab-status:
 	@tests/lab/lab.sh status
 
-lint: setup
+lint: setup docs-lint
 	@$(BIN)/ruff check plugins tests
 	@$(BIN)/mypy plugins/module_utils
+
+# The documentation and Galaxy tools live in venvs of their own: they would
+# change packages of .venv (galaxy-importer pins its own ansible-core).
+# ansible-doc is the project's (.venv/bin is first in PATH).
+DOCS_VENV := $(CURDIR)/.venv-docs
+GALAXY_VENV := $(CURDIR)/.venv-galaxy
+
+$(DOCS_VENV)/.stamp: docs/requirements.txt
+	@test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	@$(DOCS_VENV)/bin/pip install -q -r docs/requirements.txt 2> >(grep -v 'is ignored' >&2)
+	@touch $@
+
+docs-venv: $(DOCS_VENV)/.stamp
+
+docs-lint: setup docs-venv
+	@$(DOCS_VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs $(COLL_LINK)/ansible_collections/openvolume/compute
+
+# The site as antsibull-docs lays it out for one collection, from the
+# collection in place (build/collections), built with Sphinx.
+DOCS_DIR := $(CURDIR)/build/docs
+# Labels of docs.ansible.com that antsibull-docs' pages link to; they resolve
+# through intersphinx, which needs that host: the build is offline, so they
+# stay unresolved (plain text) and are the only warnings allowed.
+DOCS_OFFLINE_LABELS := undefined label: '(common_return_values|ansible_configuration_settings|action_plugins)'
+docs: setup docs-venv
+	@rm -rf $(DOCS_DIR) && mkdir -p $(DOCS_DIR)
+	@$(DOCS_VENV)/bin/antsibull-docs sphinx-init --use-current --fail-on-error --lenient --dest-dir $(DOCS_DIR) \
+	  openvolume.compute >/dev/null
+	@echo "intersphinx_mapping = {}  # offline: make docs reaches no host but PyPI" >> $(DOCS_DIR)/conf.py
+	@cd $(DOCS_DIR) && PATH=$(BIN):$(DOCS_VENV)/bin:$$PATH ./build.sh > build.log 2>&1 || { cat build.log; exit 1; }
+	@! grep -E 'WARNING|ERROR' $(DOCS_DIR)/build.log | grep -Ev "$(DOCS_OFFLINE_LABELS)" || \
+	  { echo "docs: Sphinx warnings above (full log: $(DOCS_DIR)/build.log)"; exit 1; }
+	@echo "docs: $(DOCS_DIR)/build/html/index.html"
+
+# CHANGELOG.rst and changelogs/changelog.yaml for galaxy.yml's version, from
+# the fragments (run again to add later fragments to a release not yet
+# published). From the ansible_collections path, where ansible-doc finds
+# the plugins that are new in the release.
+changelog: setup
+	@cd $(COLL_LINK)/ansible_collections/openvolume/compute && \
+	  $(BIN)/antsibull-changelog release --version $$(sed -n 's/^version: *//p' galaxy.yml)
+
+$(GALAXY_VENV)/.stamp: requirements-galaxy.txt
+	@test -x $(GALAXY_VENV)/bin/python || $(PYTHON) -m venv $(GALAXY_VENV)
+	@$(GALAXY_VENV)/bin/pip install -q -r requirements-galaxy.txt 2> >(grep -v 'is ignored' >&2)
+	@touch $@
+
+# What Galaxy runs on an upload, on the tarball ansible-galaxy builds.
+galaxy-check: setup $(GALAXY_VENV)/.stamp
+	@rm -rf build/dist && mkdir -p build/dist
+	@$(BIN)/ansible-galaxy collection build --output-path build/dist . >/dev/null
+	@cd build/dist && PATH=$(GALAXY_VENV)/bin:$$PATH $(GALAXY_VENV)/bin/python -m galaxy_importer.main openvolume-compute-*.tar.gz
 
 # ansible-test fetches get-pip.py from a host outside the package registries;
 # tests/sanity/get_pip_offline.py does the same job from ensurepip and PyPI.

@@ -10,6 +10,9 @@ class ModuleDocFragment:
     DOCUMENTATION = r"""
 options: {}
 attributes:
+  action_group:
+    description: Use C(group/openvolume.compute.<group>) in C(module_defaults) to set default values for the
+      options this module shares with the other modules of its group (see the collection's C(meta/runtime.yml)).
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
   diff_mode:

@@ -82,7 +82,8 @@ EXAMPLES = r"""
 
 - name: Volumes still free, for an AWX survey
   ansible.builtin.set_fact:
-    free_volumes: "{{ query('openvolume.compute.volumes', query=\"[?status=='available'].volume_id\") }}"
+    free_volumes: >-
+      {{ query('openvolume.compute.volumes', query="[?status=='available'].volume_id") }}
 
 - name: One volume's status
   ansible.builtin.debug:

@@ -33,6 +33,9 @@ attributes:
     support: full
     details:
       - The diff shows the managed C(node.*) keys before and after; passwords show as C(********).
+  action_group:
+    support: full
+    membership: [openvolume.compute.iscsi]
 options:
   target:
     description:

@@ -48,6 +48,9 @@ attributes:
         in check mode, so the WWID check is the one a real run would make.
   diff_mode:
     support: full
+  action_group:
+    support: full
+    membership: [openvolume.compute.iscsi]
 options:
   target:
     description: The target's iSCSI name (IQN, EUI or NAA).

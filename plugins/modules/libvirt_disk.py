@@ -48,6 +48,9 @@ attributes:
     details:
       - The diff shows the disk's XML before and after, in the live domain and in the persistent config, each
         under a comment naming it (C(<!-- live -->), C(<!-- persistent config -->)).
+  action_group:
+    support: full
+    membership: [openvolume.compute.libvirt]
 options:
   domain:
     description: The domain, by name or UUID. Required unless O(disks) is given.

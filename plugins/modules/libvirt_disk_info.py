@@ -22,6 +22,9 @@ attributes:
     support: full
   diff_mode:
     support: none
+  action_group:
+    support: full
+    membership: [openvolume.compute.libvirt]
 options:
   domains:
     description: The domains, by name or UUID.

@@ -28,6 +28,9 @@ attributes:
     support: full
   diff_mode:
     support: full
+  action_group:
+    support: full
+    membership: [openvolume.compute.libvirt]
 options:
   usage_type:
     description: What the secret is for.

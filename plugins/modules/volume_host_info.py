@@ -11,7 +11,7 @@ short_description: What a compute host has of the volumes - disks by serial, lib
 version_added: 0.1.0
 description:
   - Reads the truth of a compute host that the reservation store is compared with, by the
-    M(openvolume.compute.volume_attach) and M(openvolume.compute.volume_detach) roles and by
+    P(openvolume.compute.volume_attach#role) and P(openvolume.compute.volume_detach#role) roles and by
     C(playbooks/reconcile.yml). Changes nothing.
   - Every domain (or those in O(domains)) with its disks, each listed once with the views it is in - C(live)
     (a running or paused domain) and C(config) (a persistent domain) - so a disk removed from one side shows.
@@ -29,6 +29,9 @@ attributes:
     support: full
   diff_mode:
     support: none
+  action_group:
+    support: full
+    membership: [openvolume.compute.libvirt]
 options:
   domains:
     description:

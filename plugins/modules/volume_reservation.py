@@ -55,6 +55,9 @@ attributes:
     support: full
     details:
       - The diff shows the volume record before and after; secrets in connection_info show as C(********).
+  action_group:
+    support: full
+    membership: [openvolume.compute.reservation]
 options:
   volume_id:
     description:
