@@ -57,9 +57,13 @@ lab-down:
 lab-status:
 	@tests/lab/lab.sh status
 
+# mypy runs from build/collections, where the plugins have the names they
+# import each other by (ansible_collections.openvolume.compute.plugins.*).
 lint: setup
 	@$(BIN)/ruff check plugins tests
-	@$(BIN)/mypy plugins/module_utils
+	@cd $(COLL_LINK) && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml ansible_collections/openvolume/compute/plugins
+	@$(BIN)/yamllint .
+	@$(BIN)/ansible-lint
 
 # ansible-test fetches get-pip.py from a host outside the package registries;
 # tests/sanity/get_pip_offline.py does the same job from ensurepip and PyPI.
