@@ -60,9 +60,13 @@ lab-down:
 lab-status:
 	@tests/lab/lab.sh status
 
+# mypy runs from build/collections, where the plugins have the names they
+# import each other by (ansible_collections.openvolume.compute.plugins.*).
 lint: setup docs-lint
 	@$(BIN)/ruff check plugins tests
-	@$(BIN)/mypy plugins/module_utils
+	@cd $(COLL_LINK) && $(BIN)/mypy --config-file $(CURDIR)/pyproject.toml ansible_collections/openvolume/compute/plugins
+	@$(BIN)/yamllint .
+	@$(BIN)/ansible-lint
 
 # The documentation and Galaxy tools live in venvs of their own: they would
 # change packages of .venv (galaxy-importer pins its own ansible-core).

@@ -423,7 +423,7 @@ class IscsiSession:
     def state_absent(self, req: SessionRequest) -> dict[str, t.Any]:
         sessions = self._sessions(req)
         found: list[tuple[SessionDetail, Disk]] = []
-        others: dict[int, list[int]] = {}
+        others: dict[int | None, list[int]] = {}
         for s in sessions:
             sysfs = SysfsSession(s.sid or 0)
             lun = sysfs.find_lun(req.lun)

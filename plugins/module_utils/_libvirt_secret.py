@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import struct
 import typing as t
 from dataclasses import dataclass
@@ -225,7 +226,7 @@ def run(module: lv.LibvirtModule) -> None:
                 outcomes.append(manager.state_present(spec) if spec.state == "present" else manager.state_absent(spec))
         except LibvirtError as exc:
             # Nothing half-done: secrets this task defined go again.
-            undo_after(exc, [(f"removing the secret {spec.usage}", lambda spec=spec: manager.state_absent(spec))
+            undo_after(exc, [(f"removing the secret {spec.usage}", functools.partial(manager.state_absent, spec))
                              for spec, outcome in zip(specs, outcomes, strict=False)
                              if spec.state == "present" and outcome["created"]])
             raise

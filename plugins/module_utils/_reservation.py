@@ -667,7 +667,7 @@ class Reservations:
         return Outcome(req, before, after if name else before, name)
 
     @skip_if_check_mode
-    def _commit(self, req: Request) -> Outcome:
+    def _commit(self, req: Request) -> Outcome | None:
         names: list[str | None] = []
 
         def change(current: Volume | None) -> Volume | None:
