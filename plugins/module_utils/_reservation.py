@@ -39,6 +39,8 @@ import dataclasses
 import time
 import typing as t
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     OpenVolumeError,
     is_secret_key,
@@ -68,6 +70,18 @@ MODES = ("rw", "ro")
 DEFAULT_LEASE_TTL = 600
 DEFAULT_SQLITE_PATH = "~/.local/state/openvolume/volumes.db"
 DEFAULT_ETCD_PREFIX = "/openvolume/"
+
+# The store options a task leaves out come from these environment variables of
+# the controller: what an AWX credential type injects (meta/awx/credential_types),
+# so that no job template, inventory or survey ever carries the etcd password.
+STORE_ENV: dict[str, str] = {
+    "backend": "OV_RESERVATION_BACKEND",
+    "etcd_endpoints": "OV_ETCD_ENDPOINTS",
+    "etcd_username": "OV_ETCD_USERNAME",
+    "etcd_password": "OV_ETCD_PASSWORD",
+    "etcd_ca_cert": "OV_ETCD_CA_CERT",
+    "etcd_prefix": "OV_ETCD_PREFIX",
+}
 
 # The legal transitions of one attachment, named after the Cinder call that
 # does the same. Anything else is refused with the current state and holder.
@@ -742,8 +756,14 @@ class _EntryRefused(ReservationError):
 
 # --- options and the task ------------------------------------------------------------------------
 def backend_argument_spec() -> dict[str, t.Any]:
-    """Options that choose and reach the store, shared by the module and the lookup."""
-    return {
+    """Options that choose and reach the store, shared by the module and the lookup.
+
+    Those in STORE_ENV fall back to their environment variable when the task
+    leaves them out (before defaults apply). The action plugin validates with
+    this spec in the controller's process, so that is the controller's
+    environment, the one an AWX job gets from its credentials.
+    """
+    spec: dict[str, t.Any] = {
         "backend": {"type": "str", "choices": ["sqlite", "etcd"], "default": "sqlite"},
         "sqlite_path": {"type": "path", "default": DEFAULT_SQLITE_PATH},
         "etcd_endpoints": {"type": "list", "elements": "str", "default": ["http://127.0.0.1:2379"]},
@@ -753,6 +773,9 @@ def backend_argument_spec() -> dict[str, t.Any]:
         "etcd_prefix": {"type": "str", "default": DEFAULT_ETCD_PREFIX},
         "etcd_timeout": {"type": "float", "default": 5.0},
     }
+    for name, var in STORE_ENV.items():
+        spec[name]["fallback"] = (env_fallback, [var])
+    return spec
 
 
 def open_backend(params: t.Mapping[str, t.Any]) -> Backend:
