@@ -509,7 +509,7 @@ def _where(info: t.Mapping[str, t.Any]) -> str:
 class LibvirtDisks:
     """Attaches and detaches disks.
 
-    ``_attach``, ``_detach_live`` and ``_detach_config`` are the only methods
+    ``_attach``, ``_request_live`` and ``_detach_config`` are the only methods
     that change a domain, and the only place check mode is guarded.
     """
 
