@@ -36,10 +36,11 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
+import os
 import time
 import typing as t
 
-from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.errors import AnsibleFallbackNotFound
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     OpenVolumeError,
@@ -82,6 +83,20 @@ STORE_ENV: dict[str, str] = {
     "etcd_ca_cert": "OV_ETCD_CA_CERT",
     "etcd_prefix": "OV_ETCD_PREFIX",
 }
+
+
+def env_fallback_set(*names: str) -> str:
+    """The first of the environment variables ``names`` that is set and not empty.
+
+    Unlike Ansible's env_fallback, an empty value counts as not given: an AWX
+    credential injects every variable of its type, with an empty value for a
+    field left blank (no etcd user, no CA file).
+    """
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    raise AnsibleFallbackNotFound
 
 # The legal transitions of one attachment, named after the Cinder call that
 # does the same. Anything else is refused with the current state and holder.
@@ -774,7 +789,7 @@ def backend_argument_spec() -> dict[str, t.Any]:
         "etcd_timeout": {"type": "float", "default": 5.0},
     }
     for name, var in STORE_ENV.items():
-        spec[name]["fallback"] = (env_fallback, [var])
+        spec[name]["fallback"] = (env_fallback_set, [var])
     return spec
 
 
@@ -783,11 +798,13 @@ def open_backend(params: t.Mapping[str, t.Any]) -> Backend:
     if params.get("backend", "sqlite") == "etcd":
         from ansible_collections.openvolume.compute.plugins.module_utils._reservation_etcd import EtcdBackend
 
+        # Empty strings (a lookup's options from empty environment variables)
+        # mean not given, as in the module's fallback.
         return EtcdBackend(
             params.get("etcd_endpoints") or ["http://127.0.0.1:2379"],
-            username=params.get("etcd_username"),
-            password=params.get("etcd_password"),
-            ca_cert=params.get("etcd_ca_cert"),
+            username=params.get("etcd_username") or None,
+            password=params.get("etcd_password") or None,
+            ca_cert=params.get("etcd_ca_cert") or None,
             prefix=params.get("etcd_prefix") or DEFAULT_ETCD_PREFIX,
             timeout=float(params.get("etcd_timeout") or 5.0),
         )

@@ -243,7 +243,8 @@ notes:
     that share etcd need synchronised clocks (NTP); a skew far below O(lease_ttl) does not matter.
   - "The environment variables named above are read in the controller's process (this task always runs there),
     not on the host the task is delegated to; a task's C(environment:) keyword does not reach them. An option given
-    in the task (or through C(module_defaults)) wins over its variable."
+    in the task (or through C(module_defaults)) wins over its variable; a variable that is set but empty counts as not
+    set (an AWX credential injects every variable of its type, empty for a blank field)."
   - The lease keeper is a detached process of the controller (one per store and run), started by this task
     when it leaves transitional states held; it needs nothing but the store and stops with the run.
   - When etcd cannot be reached, or the SQLite file is corrupted or foreign, the module fails saying so and

@@ -125,3 +125,34 @@ def test_lookup_takes_the_store_from_the_environment() -> None:
     assert seen["backend"] == "etcd"
     assert seen["etcd_password"] == SECRET
     assert seen["etcd_endpoints"] == ["http://192.0.2.1:2379", "http://192.0.2.2:2379"]
+
+
+def test_empty_variables_count_as_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AWX credential injects every variable, empty for a blank field (no user, no CA)."""
+    for name in ENV:
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("OV_RESERVATION_BACKEND", "etcd")
+    seen: dict[str, t.Any] = {}
+    _run_action({"volume_id": "vol-env"}, seen)
+    assert seen["backend"] == "etcd"
+    assert seen["etcd_username"] is None and seen["etcd_password"] is None and seen["etcd_ca_cert"] is None
+    assert seen["etcd_endpoints"] == ["http://127.0.0.1:2379"]
+    assert seen["etcd_prefix"] == "/openvolume/"
+
+
+def test_open_backend_takes_empty_strings_for_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils import _reservation_etcd
+
+    made: dict[str, t.Any] = {}
+
+    class FakeEtcd:
+        def __init__(self, endpoints: list[str], **kwargs: t.Any) -> None:
+            made.update(kwargs, endpoints=endpoints)
+
+    monkeypatch.setattr(_reservation_etcd, "EtcdBackend", FakeEtcd)
+    from ansible_collections.openvolume.compute.plugins.module_utils._reservation import open_backend
+
+    open_backend({"backend": "etcd", "etcd_endpoints": [], "etcd_username": "", "etcd_password": "",
+                  "etcd_ca_cert": "", "etcd_prefix": ""})
+    assert made["username"] is None and made["password"] is None and made["ca_cert"] is None
+    assert made["endpoints"] == ["http://127.0.0.1:2379"] and made["prefix"] == "/openvolume/"
