@@ -801,35 +801,18 @@ class LibvirtDisks:
         """
         outcomes: list[dict[str, t.Any]] = []
         pending: list[_LiveDetach] = []
+        error: LibvirtError | None = None
         for spec in specs:
             try:
-                dom = self.domain(spec)
-            except lv.NoDomain:
-                if missing_domain != "skip":
-                    raise
-                self.module.module.warn(
-                    f"{spec.where}domain {spec.domain} does not exist on this host (destroyed and undefined); "
-                    f"its disk {spec.serial or spec.target_dev or ''} went with it")
-                outcomes.append({"changed": False, "applied_to": [], "diff": {"before": {}, "after": {}},
-                                 "disk": {"domain": spec.domain, "serial": spec.serial, "target_dev": spec.target_dev,
-                                          "domain_missing": True, "waited": 0.0}})
-                continue
-            found = {view: find_disk(root, spec) for view, root in dom.views().items()}
-            present = [view for view, d in found.items() if d is not None]
-            existing = next((d for d in found.values() if d is not None), None)
-            disk = (dict(disk_info(existing), domain=dom.name, xml=normalise(existing)) if existing is not None
-                    else {"domain": dom.name, "serial": spec.serial, "target_dev": spec.target_dev})
-            disk["waited"] = 0.0
-            outcome = {"changed": bool(present), "applied_to": present, "disk": disk,
-                       "diff": {"before": {view: (normalise(d) if d is not None else "") for view, d in found.items()},
-                                "after": {view: "" for view in found}}}
+                outcome, job = self._begin_absent(spec, missing_domain)
+            except LibvirtError as exc:
+                # Finish what was asked for already before failing: a disk
+                # the guest released must leave the persistent config too.
+                error = exc
+                break
             outcomes.append(outcome)
-            # Live first: the persistent config loses the disk only once the
-            # guest has released it, so a disk that stays is still attached everywhere.
-            job = _LiveDetach(dom, spec, found.get("live"), found.get("config"), disk)
-            if job.live is not None:
-                self._request_live(job, first=True)
-            pending.append(job)
+            if job is not None:
+                pending.append(job)
         stuck = self._wait_released([j for j in pending if j.live is not None], timeout)
         for job in pending:
             if job not in stuck and job.config is not None:
@@ -837,6 +820,8 @@ class LibvirtDisks:
         if not self.module.check_mode:
             for dom in {id(j.dom): j.dom for j in pending if j.live is not None or j.config is not None}.values():
                 dom.refresh()
+        if error is not None:
+            raise error
         if stuck:
             first = stuck[0]
             others = "".join(f"; also {j.spec.label} ({j.target}) of {j.dom.name}" for j in stuck[1:])
@@ -849,6 +834,35 @@ class LibvirtDisks:
                 stuck=[j.shown for j in stuck],
             )
         return outcomes
+
+    def _begin_absent(self, spec: DiskSpec, missing_domain: str) -> tuple[dict[str, t.Any], _LiveDetach | None]:
+        """The outcome of detaching ``spec`` (before/after) and, if it is attached, its removal asked for."""
+        try:
+            dom = self.domain(spec)
+        except lv.NoDomain:
+            if missing_domain != "skip":
+                raise
+            self.module.module.warn(
+                f"{spec.where}domain {spec.domain} does not exist on this host (destroyed and undefined); "
+                f"its disk {spec.serial or spec.target_dev or ''} went with it")
+            gone = {"domain": spec.domain, "serial": spec.serial, "target_dev": spec.target_dev,
+                    "domain_missing": True, "waited": 0.0}
+            return {"changed": False, "applied_to": [], "diff": {"before": {}, "after": {}}, "disk": gone}, None
+        found = {view: find_disk(root, spec) for view, root in dom.views().items()}
+        present = [view for view, d in found.items() if d is not None]
+        existing = next((d for d in found.values() if d is not None), None)
+        disk = (dict(disk_info(existing), domain=dom.name, xml=normalise(existing)) if existing is not None
+                else {"domain": dom.name, "serial": spec.serial, "target_dev": spec.target_dev})
+        disk["waited"] = 0.0
+        before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
+        outcome = {"changed": bool(present), "applied_to": present, "disk": disk,
+                   "diff": {"before": before, "after": {view: "" for view in found}}}
+        # Live first: the persistent config loses the disk only once the
+        # guest has released it, so a disk that stays is still attached everywhere.
+        job = _LiveDetach(dom, spec, found.get("live"), found.get("config"), disk)
+        if job.live is not None:
+            self._request_live(job, first=True)
+        return outcome, job
 
     @skip_if_check_mode
     def _detach_config(self, dom: Domain, spec: DiskSpec, disk: t.Any) -> None:

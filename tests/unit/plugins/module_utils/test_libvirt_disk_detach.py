@@ -36,6 +36,7 @@ class FakeDomain:
         self.config = set(delays)
         self.asked: dict[str, float] = {}
         self.calls: list[tuple[float, str, int]] = []
+        self.refuse: set[str] = set()
 
     def name(self) -> str:
         return self._name
@@ -65,6 +66,8 @@ class FakeDomain:
         if flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG:
             self.config.discard(target)
         if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+            if target in self.refuse:
+                raise libvirt.libvirtError("internal error: unable to execute QEMU command 'device_del'")
             self.asked.setdefault(target, time.monotonic())
 
 
@@ -122,3 +125,13 @@ def test_check_mode_asks_nothing_and_waits_nothing() -> None:
     outcome = apply_all(_disks([vm], check_mode=True), [_absent("vm5", "vdb")], timeout=5)[0]
     assert outcome["changed"] is True and outcome["disk"]["waited"] == 0.0
     assert not vm.calls and vm.live == {"vdb"}
+
+
+def test_a_refused_request_fails_after_the_disks_already_asked_for_are_done() -> None:
+    vm = FakeDomain("vm6", {"vdb": 0.2, "vdc": 0.2})
+    vm.refuse.add("vdc")
+    with pytest.raises(LibvirtError) as err:
+        apply_all(_disks([vm]), [_absent("vm6", "vdb"), _absent("vm6", "vdc")], timeout=5)
+    assert "detaching" in err.value.msg and "failed" in err.value.msg
+    # vdb was asked for first: it left the live domain and then the persistent config.
+    assert vm.live == {"vdc"} and vm.config == {"vdc"}
