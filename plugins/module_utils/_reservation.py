@@ -98,6 +98,7 @@ def env_fallback_set(*names: str) -> str:
             return value
     raise AnsibleFallbackNotFound
 
+
 # The legal transitions of one attachment, named after the Cinder call that
 # does the same. Anything else is refused with the current state and holder.
 TRANSITIONS: dict[tuple[str, str], str] = {
