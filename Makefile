@@ -18,13 +18,13 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_LINK)
 export ANSIBLE_PYTHON_INTERPRETER := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv setup collection docs-venv docs docs-lint galaxy-check changelog lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check
+.PHONY: help deps venv setup collection docs-venv docs docs-lint galaxy-check changelog lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check ee-check
 
 help:
 	@echo "make demo        set up and run the main job on the embedded defaults"
 	@echo "make test        set up and run every test (lint, sanity, units, integration, VMs)"
 	@echo "make lab-up | lab-down | lab-status   the local lab (tgtd, libvirtd, etcd, ceph)"
-	@echo "make units | integration | sanity | lint | molecule | test-vm | bench"
+	@echo "make units | integration | sanity | lint | ee-check | molecule | test-vm | bench"
 	@echo "make docs        the documentation site (antsibull-docs, Sphinx) in build/docs/build/html"
 	@echo "make docs-lint   check the plugin docs and docs/docsite (part of make lint)"
 	@echo "make galaxy-check  build the tarball and run galaxy-importer on it, as Galaxy does on upload"
@@ -128,6 +128,12 @@ sanity: setup test-tree
 	  mkdir -p $(ANSIBLE_TEST_CACHE) && cp tests/sanity/get_pip_offline.py $(ANSIBLE_TEST_CACHE)/get_pip_$${v//./_}.py
 	@cd $(COLL_COPY) && $(BIN)/ansible-test sanity --local --python 3.11 $(SANITY_ARGS)
 
+# The execution environment (tests/ee/execution-environment.yml): the build
+# context `ansible-builder create` writes has the collection, and its
+# requirements are the controller's only (no image is built; seconds).
+ee-check: setup test-tree
+	@tests/ee/check.sh $(COLL_COPY)
+
 # The reservation tests run against the lab's real etcd (they skip, saying
 # why, if it cannot start).
 units: setup
@@ -156,7 +162,7 @@ nolog-begin: venv
 nolog-check:
 	@tests/lab/nolog-check.sh check
 
-test: nolog-begin lint sanity units integration molecule test-vm nolog-check
+test: nolog-begin lint ee-check sanity units integration molecule test-vm nolog-check
 	@echo "make test: all passed"
 
 demo: setup lab-up

@@ -33,6 +33,8 @@ options:
   backend:
     description: Where the records live, as in M(openvolume.compute.volume_reservation).
     type: str
+    env:
+      - name: OV_RESERVATION_BACKEND
     choices: [sqlite, etcd]
     default: sqlite
   sqlite_path:
@@ -42,20 +44,30 @@ options:
   etcd_endpoints:
     description: Client URLs of the etcd cluster.
     type: list
+    env:
+      - name: OV_ETCD_ENDPOINTS
     elements: str
     default: [http://127.0.0.1:2379]
   etcd_username:
     description: User for etcd authentication.
     type: str
+    env:
+      - name: OV_ETCD_USERNAME
   etcd_password:
     description: Password of O(etcd_username).
     type: str
+    env:
+      - name: OV_ETCD_PASSWORD
   etcd_ca_cert:
     description: CA certificate file to verify an C(https) endpoint.
     type: path
+    env:
+      - name: OV_ETCD_CA_CERT
   etcd_prefix:
     description: Key prefix of the records in etcd.
     type: str
+    env:
+      - name: OV_ETCD_PREFIX
     default: /openvolume/
   etcd_timeout:
     description: Seconds to wait for each etcd request.

@@ -120,7 +120,12 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.end = time.monotonic() + seconds
+        self.start = time.monotonic()
+        self.end = self.start + seconds
+
+    def elapsed(self) -> float:
+        """Seconds since the wait began, for the results' ``waited``."""
+        return round(time.monotonic() - self.start, 2)
 
     def left(self) -> float:
         return max(self.end - time.monotonic(), 0.0)
@@ -244,6 +249,7 @@ class IscsiSession:
         if self.module.check_mode:
             result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}
                                   for p, s in existing.items()]
+            result["waited"] = {"devices": {}, "links": 0.0, "multipath": None, "total": 0.0}
             return result
         logged_in: list[Path] = []
         deadline = _Deadline(req.wait_timeout)
@@ -285,6 +291,7 @@ class IscsiSession:
                 # LUN mapped since its login (and of a changed one) only by a rescan.
                 self._rescan([s.sid for p, s in sessions.items() if p in existing and s.sid is not None])
             result.update(self._devices(req, ordered, others, fresh=set(logged_in), deadline=deadline))
+            result["waited"]["total"] = deadline.elapsed()
             resized = result.get("resized")
             if resized and resized["after"] > resized["before"]:
                 result["changed"] = True
@@ -302,9 +309,17 @@ class IscsiSession:
                  fresh: set[Path], deadline: _Deadline) -> dict[str, t.Any]:
         """Find, check and describe the LUN's disk below every session."""
         found: list[_Found] = []
+        # The LUN shows up below every session at once (the kernel scans them
+        # in parallel), so waiting for one after the other under one deadline
+        # is waiting for all together; each device's time counts from the
+        # start, which is what an operator wants to see.
+        phase = time.monotonic()
+        appeared: dict[str, float] = {}
         for s in sessions:
             sysfs = SysfsSession(s.sid or 0)
             lun = self.devices.wait_for_lun(sysfs, req.lun, timeout=deadline.left())
+            if lun is not None:
+                appeared[f"/dev/{lun.disk}"] = round(time.monotonic() - phase, 2)
             if lun is None:
                 seen = ", ".join(d.hctl + (f" ({d.disk})" if d.disk else "") for d in sysfs.luns()) or "none"
                 raise DeviceError(
@@ -333,7 +348,9 @@ class IscsiSession:
                 f"{req.expected_wwid}; another volume is mapped behind that LUN (or the catalogue is wrong). "
                 "Nothing was handed on; check the target's LUN mapping"
             )
+        began = time.monotonic()
         links = self._links(req, found, others, wwid, deadline)
+        waited: dict[str, t.Any] = {"devices": appeared, "links": round(time.monotonic() - began, 2), "multipath": None}
         out: dict[str, t.Any] = {
             "by_path": links[0],
             "by_paths": links,
@@ -345,10 +362,13 @@ class IscsiSession:
             "wwid": wwid,
             "wwn": wwid,
             "multipath_device": None,
+            "waited": waited,
         }
         if req.multipath:
             disks = [f.disk for f in found]
+            began = time.monotonic()
             mpath = self.devices.wait_for_map(disks, timeout=max(deadline.left(), 0.5))
+            waited["multipath"] = round(time.monotonic() - began, 2)
             if mpath is not None and req.resize:
                 before = mpath.size()
                 # The map keeps the size it was made with until multipathd
@@ -450,10 +470,19 @@ class IscsiSession:
         # same target may be attached to another instance on this host.
         to_logout = [s for s in sessions if not others.get(s.sid or 0)]
         kept = [s for s in sessions if s not in to_logout]
+        # Each removal waits until the kernel let go of the map or disk; the
+        # times go into the result (a slow flush is a guest's I/O still draining).
+        waited: dict[str, t.Any] = {"devices": {}, "multipath": None}
+        began = time.monotonic()
         for mpath in maps.values():
             self._remove_map(mpath, req.wait_timeout)
+        if maps:
+            waited["multipath"] = round(time.monotonic() - began, 2)
         for disk in disks:
+            step = time.monotonic()
             self._delete_disk(disk, req.wait_timeout)
+            waited["devices"][disk.dev] = round(time.monotonic() - step, 2)
+        waited["total"] = round(time.monotonic() - began, 2)
         for s in to_logout:
             self._logout(req, s)
         return {
@@ -463,6 +492,7 @@ class IscsiSession:
                 "after": {"sessions": sorted(str(_path_of(s)) for s in kept), "devices": []},
             },
             "removed_devices": [d.dev for d in disks],
+            "waited": waited,
             "removed_multipath": [m.dev for m in maps.values()],
             "logged_out": [str(_path_of(s).portal) for s in to_logout],
             "kept_sessions": [

@@ -509,7 +509,7 @@ def _where(info: t.Mapping[str, t.Any]) -> str:
 class LibvirtDisks:
     """Attaches and detaches disks.
 
-    ``_attach``, ``_detach_live`` and ``_detach_config`` are the only methods
+    ``_attach``, ``_request_live`` and ``_detach_config`` are the only methods
     that change a domain, and the only place check mode is guarded.
     """
 
@@ -786,23 +786,83 @@ class LibvirtDisks:
 
     # absent -------------------------------------------------------------------------------
     def state_absent(self, spec: DiskSpec, timeout: float) -> dict[str, t.Any]:
-        dom = self.domain(spec)
+        """Detach one disk (see ``absent_all``)."""
+        return self.absent_all([spec], timeout)[0]
+
+    def absent_all(self, specs: t.Sequence[DiskSpec], timeout: float,
+                   missing_domain: str = "fail") -> list[dict[str, t.Any]]:
+        """Detach several disks: every removal is asked for first, then all are waited for together.
+
+        A guest takes its time to release a disk (seconds, when it runs an
+        OS); one after the other, twenty disks would cost twenty such waits.
+        Each outcome's ``disk.waited`` is how long that disk took to leave the
+        live domain. A disk that does not leave within ``timeout`` fails the
+        call after the others' persistent configs were updated.
+        """
+        outcomes: list[dict[str, t.Any]] = []
+        pending: list[_LiveDetach] = []
+        error: LibvirtError | None = None
+        for spec in specs:
+            try:
+                outcome, job = self._begin_absent(spec, missing_domain)
+            except LibvirtError as exc:
+                # Finish what was asked for already before failing: a disk
+                # the guest released must leave the persistent config too.
+                error = exc
+                break
+            outcomes.append(outcome)
+            if job is not None:
+                pending.append(job)
+        stuck = self._wait_released([j for j in pending if j.live is not None], timeout)
+        for job in pending:
+            if job not in stuck and job.config is not None:
+                self._detach_config(job.dom, job.spec, job.config)
+        if not self.module.check_mode:
+            for dom in {id(j.dom): j.dom for j in pending if j.live is not None or j.config is not None}.values():
+                dom.refresh()
+        if error is not None:
+            raise error
+        if stuck:
+            first = stuck[0]
+            others = "".join(f"; also {j.spec.label} ({j.target}) of {j.dom.name}" for j in stuck[1:])
+            raise LibvirtError(
+                f"{first.spec.where}detach_timeout: the guest of {first.dom.name} did not release {first.spec.label} "
+                f"({first.target}) within {timeout:g}s{others}; the disk is still attached (live and persistent). "
+                "A guest without an OS or without hot-unplug support never releases a virtio disk: shut the domain "
+                "down, or retry with a longer detach_timeout",
+                still_attached=True, target_dev=first.target, disk=first.shown,
+                stuck=[j.shown for j in stuck],
+            )
+        return outcomes
+
+    def _begin_absent(self, spec: DiskSpec, missing_domain: str) -> tuple[dict[str, t.Any], _LiveDetach | None]:
+        """The outcome of detaching ``spec`` (before/after) and, if it is attached, its removal asked for."""
+        try:
+            dom = self.domain(spec)
+        except lv.NoDomain:
+            if missing_domain != "skip":
+                raise
+            self.module.module.warn(
+                f"{spec.where}domain {spec.domain} does not exist on this host (destroyed and undefined); "
+                f"its disk {spec.serial or spec.target_dev or ''} went with it")
+            gone = {"domain": spec.domain, "serial": spec.serial, "target_dev": spec.target_dev,
+                    "domain_missing": True, "waited": 0.0}
+            return {"changed": False, "applied_to": [], "diff": {"before": {}, "after": {}}, "disk": gone}, None
         found = {view: find_disk(root, spec) for view, root in dom.views().items()}
         present = [view for view, d in found.items() if d is not None]
-        before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
         existing = next((d for d in found.values() if d is not None), None)
         disk = (dict(disk_info(existing), domain=dom.name, xml=normalise(existing)) if existing is not None
                 else {"domain": dom.name, "serial": spec.serial, "target_dev": spec.target_dev})
-        # Live first: the persistent config loses the disk only once the guest
-        # has released it, so a disk that stays is still attached everywhere.
-        if found.get("live") is not None:
-            self._detach_live(dom, spec, found["live"], timeout, disk)
-        if found.get("config") is not None:
-            self._detach_config(dom, spec, found["config"])
-        if present and not self.module.check_mode:
-            dom.refresh()
-        return {"changed": bool(present), "applied_to": present, "disk": disk,
-                "diff": {"before": before, "after": {view: "" for view in found}}}
+        disk["waited"] = 0.0
+        before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
+        outcome = {"changed": bool(present), "applied_to": present, "disk": disk,
+                   "diff": {"before": before, "after": {view: "" for view in found}}}
+        # Live first: the persistent config loses the disk only once the
+        # guest has released it, so a disk that stays is still attached everywhere.
+        job = _LiveDetach(dom, spec, found.get("live"), found.get("config"), disk)
+        if job.live is not None:
+            self._request_live(job, first=True)
+        return outcome, job
 
     @skip_if_check_mode
     def _detach_config(self, dom: Domain, spec: DiskSpec, disk: t.Any) -> None:
@@ -813,42 +873,78 @@ class LibvirtDisks:
                                f"{lv.describe(exc)}") from None
 
     @skip_if_check_mode
-    def _detach_live(self, dom: Domain, spec: DiskSpec, disk: t.Any, timeout: float,
-                     shown: dict[str, t.Any]) -> None:
-        xml = lv.to_text(disk)
-        target = disk_info(disk)["target_dev"]
+    def _request_live(self, job: _LiveDetach, *, first: bool = False) -> None:
+        """Ask the guest to release the disk (again); mark the job done if it is gone already."""
+        if first:
+            job.started = time.monotonic()
+        try:
+            job.dom.dom.detachDeviceFlags(job.xml, lv.libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except lv.libvirt.libvirtError as exc:
+            # "already in the process of unplug" is the guest still thinking.
+            if "unplug" not in lv.describe(exc) and not job.gone(lv.domain_xml(job.dom.dom, inactive=False)):
+                raise LibvirtError(f"{job.spec.where}detaching {job.spec.label} failed: {lv.describe(exc)}") from None
 
-        def gone() -> bool:
-            live = lv.domain_xml(dom.dom, inactive=False)
-            return all(d.find("target") is None or d.find("target").get("dev") != target for d in disks_of(live))
+    def _wait_released(self, jobs: list[_LiveDetach], timeout: float) -> list[_LiveDetach]:
+        """Wait for all ``jobs`` together; return those still attached at the end.
 
-        # detachDeviceFlags only asks the guest; the device leaves when the
-        # guest acks (libvirt's DEVICE_REMOVED). Ask again now and then, as
-        # Nova does, within one bound on the total time; the live XML is what
-        # tells, so no event loop thread is needed in a short-lived module.
+        detachDeviceFlags only asks the guest; the device leaves when the
+        guest acks (libvirt's DEVICE_REMOVED). Ask again now and then, as Nova
+        does, within one bound on the total time; the live XML is what tells
+        (one read per domain per round), so no event loop thread is needed in
+        a short-lived module.
+        """
+        if self.module.check_mode or not jobs:
+            return []
         interval = min(5.0, max(timeout / 3, 0.5))
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                dom.dom.detachDeviceFlags(xml, lv.libvirt.VIR_DOMAIN_AFFECT_LIVE)
-            except lv.libvirt.libvirtError as exc:
-                if gone():
-                    return
-                # "already in the process of unplug" is the guest still thinking.
-                if "unplug" not in lv.describe(exc):
-                    raise LibvirtError(f"{spec.where}detaching {spec.label} failed: {lv.describe(exc)}") from None
+        # Every disk gets at least ``timeout`` from its own request.
+        deadline = max(j.started for j in jobs) + timeout
+        waiting = list(jobs)
+
+        def poll() -> bool:
+            now = time.monotonic()
+            lives: dict[str, t.Any] = {}
+            for job in list(waiting):
+                if job.dom.name not in lives:
+                    lives[job.dom.name] = lv.domain_xml(job.dom.dom, inactive=False)
+                if job.gone(lives[job.dom.name]):
+                    job.shown["waited"] = round(now - job.started, 2)
+                    waiting.remove(job)
+            return not waiting
+
+        while not poll():
             left = deadline - time.monotonic()
-            if wait_until(gone, timeout=max(min(interval, left), 0)):
-                return
-            if time.monotonic() >= deadline:
-                dom.refresh()
-                raise LibvirtError(
-                    f"{spec.where}detach_timeout: the guest of {dom.name} did not release {spec.label} ({target}) "
-                    f"within {timeout:g}s; the disk is still attached (live and persistent). A guest without "
-                    "an OS or without hot-unplug support never releases a virtio disk: shut the domain down, "
-                    "or retry with a longer detach_timeout",
-                    still_attached=True, target_dev=target, disk=shown,
-                )
+            if left <= 0 or wait_until(poll, timeout=min(interval, left)):
+                break
+            for job in waiting:
+                self._request_live(job)
+        for job in waiting:
+            job.shown["waited"] = round(time.monotonic() - job.started, 2)
+        return waiting
+
+
+@dataclass(eq=False)
+class _LiveDetach:
+    """One disk being detached: where it is, and what the result shows of it."""
+
+    dom: Domain
+    spec: DiskSpec
+    live: t.Any
+    config: t.Any
+    shown: dict[str, t.Any]
+    started: float = 0.0
+
+    @property
+    def xml(self) -> str:
+        return lv.to_text(self.live)
+
+    @property
+    def target(self) -> str:
+        return str(disk_info(self.live if self.live is not None else self.config)["target_dev"])
+
+    def gone(self, live_root: t.Any) -> bool:
+        """Whether the live domain ``live_root`` no longer has this disk's target."""
+        target = self.target
+        return all(d.find("target") is None or d.find("target").get("dev") != target for d in disks_of(live_root))
 
 
 def parse_size(value: t.Any, *, param: str = "size") -> int | None:
@@ -971,22 +1067,18 @@ def apply_all(disks: LibvirtDisks, specs: list[DiskSpec], timeout: float,
     """
     done: list[tuple[DiskSpec, dict[str, t.Any]]] = []
     try:
-        for spec in specs:
-            if spec.state == "present":
-                outcome = disks.state_present(spec)
-            else:
-                try:
-                    outcome = disks.state_absent(spec, timeout)
-                except lv.NoDomain:
-                    if missing_domain != "skip":
-                        raise
-                    disks.module.module.warn(
-                        f"{spec.where}domain {spec.domain} does not exist on this host (destroyed and undefined); "
-                        f"its disk {spec.serial or spec.target_dev or ''} went with it")
-                    outcome = {"changed": False, "applied_to": [], "diff": {"before": {}, "after": {}},
-                               "disk": {"domain": spec.domain, "serial": spec.serial, "target_dev": spec.target_dev,
-                                        "domain_missing": True}}
-            done.append((spec, outcome))
+        i = 0
+        while i < len(specs):
+            if specs[i].state == "present":
+                done.append((specs[i], disks.state_present(specs[i])))
+                i += 1
+                continue
+            # A run of detaches is asked for at once and waited for together.
+            j = i
+            while j < len(specs) and specs[j].state != "present":
+                j += 1
+            done.extend(zip(specs[i:j], disks.absent_all(specs[i:j], timeout, missing_domain), strict=True))
+            i = j
     except LibvirtError as exc:
         undone, stuck = [], []
         for spec, outcome in reversed(done):

@@ -36,8 +36,11 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
+import os
 import time
 import typing as t
+
+from ansible.module_utils.errors import AnsibleFallbackNotFound
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     OpenVolumeError,
@@ -68,6 +71,33 @@ MODES = ("rw", "ro")
 DEFAULT_LEASE_TTL = 600
 DEFAULT_SQLITE_PATH = "~/.local/state/openvolume/volumes.db"
 DEFAULT_ETCD_PREFIX = "/openvolume/"
+
+# The store options a task leaves out come from these environment variables of
+# the controller: what an AWX credential type injects (meta/awx/credential_types),
+# so that no job template, inventory or survey ever carries the etcd password.
+STORE_ENV: dict[str, str] = {
+    "backend": "OV_RESERVATION_BACKEND",
+    "etcd_endpoints": "OV_ETCD_ENDPOINTS",
+    "etcd_username": "OV_ETCD_USERNAME",
+    "etcd_password": "OV_ETCD_PASSWORD",
+    "etcd_ca_cert": "OV_ETCD_CA_CERT",
+    "etcd_prefix": "OV_ETCD_PREFIX",
+}
+
+
+def env_fallback_set(*names: str) -> str:
+    """The first of the environment variables ``names`` that is set and not empty.
+
+    Unlike Ansible's env_fallback, an empty value counts as not given: an AWX
+    credential injects every variable of its type, with an empty value for a
+    field left blank (no etcd user, no CA file).
+    """
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    raise AnsibleFallbackNotFound
+
 
 # The legal transitions of one attachment, named after the Cinder call that
 # does the same. Anything else is refused with the current state and holder.
@@ -742,8 +772,14 @@ class _EntryRefused(ReservationError):
 
 # --- options and the task ------------------------------------------------------------------------
 def backend_argument_spec() -> dict[str, t.Any]:
-    """Options that choose and reach the store, shared by the module and the lookup."""
-    return {
+    """Options that choose and reach the store, shared by the module and the lookup.
+
+    Those in STORE_ENV fall back to their environment variable when the task
+    leaves them out (before defaults apply). The action plugin validates with
+    this spec in the controller's process, so that is the controller's
+    environment, the one an AWX job gets from its credentials.
+    """
+    spec: dict[str, t.Any] = {
         "backend": {"type": "str", "choices": ["sqlite", "etcd"], "default": "sqlite"},
         "sqlite_path": {"type": "path", "default": DEFAULT_SQLITE_PATH},
         "etcd_endpoints": {"type": "list", "elements": "str", "default": ["http://127.0.0.1:2379"]},
@@ -753,6 +789,9 @@ def backend_argument_spec() -> dict[str, t.Any]:
         "etcd_prefix": {"type": "str", "default": DEFAULT_ETCD_PREFIX},
         "etcd_timeout": {"type": "float", "default": 5.0},
     }
+    for name, var in STORE_ENV.items():
+        spec[name]["fallback"] = (env_fallback_set, [var])
+    return spec
 
 
 def open_backend(params: t.Mapping[str, t.Any]) -> Backend:
@@ -760,11 +799,13 @@ def open_backend(params: t.Mapping[str, t.Any]) -> Backend:
     if params.get("backend", "sqlite") == "etcd":
         from ansible_collections.openvolume.compute.plugins.module_utils._reservation_etcd import EtcdBackend
 
+        # Empty strings (a lookup's options from empty environment variables)
+        # mean not given, as in the module's fallback.
         return EtcdBackend(
             params.get("etcd_endpoints") or ["http://127.0.0.1:2379"],
-            username=params.get("etcd_username"),
-            password=params.get("etcd_password"),
-            ca_cert=params.get("etcd_ca_cert"),
+            username=params.get("etcd_username") or None,
+            password=params.get("etcd_password") or None,
+            ca_cert=params.get("etcd_ca_cert") or None,
             prefix=params.get("etcd_prefix") or DEFAULT_ETCD_PREFIX,
             timeout=float(params.get("etcd_timeout") or 5.0),
         )

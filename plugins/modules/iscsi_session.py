@@ -280,6 +280,18 @@ kept_sessions:
   type: list
   elements: dict
   sample: [{portal: "192.0.2.10:3260", iface: default, sid: 3, luns_in_use: [2]}]
+waited:
+  description:
+    - How long the call waited, in seconds, so that a slow target or udev shows in the results.
+    - "With O(state=present): C(devices), per disk, the seconds until the LUN appeared below its session
+      (all paths are waited for together, so each counts from the same start); C(links), the wait for the by-path
+      links; C(multipath), the wait for the multipath map (C(null) without O(multipath)); C(total), from the
+      logins to the end, all under one O(wait_timeout). All zero in check mode."
+    - "With O(state=absent): C(devices), per disk, the seconds its deletion took to finish; C(multipath), the
+      wait for the map's removal (C(null) when no map was removed); C(total)."
+  returned: always
+  type: dict
+  sample: {devices: {/dev/sdb: 0.21, /dev/sdc: 0.23}, links: 0.05, multipath: 0.4, total: 0.71}
 """
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeModule

@@ -181,7 +181,10 @@ options:
     choices: [disk, lun]
     default: disk
   detach_timeout:
-    description: Seconds to wait for the guest to release a detached disk.
+    description:
+      - Seconds to wait for the guest to release a detached disk.
+      - With several detaches in O(disks), every removal is asked for first and all are waited for together, each
+        for at most this long from its own request; RV(disk.waited) says how long each took.
     type: float
     default: 30
   size:
@@ -210,7 +213,8 @@ options:
     description:
       - Many disks in one task, each a dict with the per-disk options above plus O(domain) and O(state).
         Mutually exclusive with O(domain), O(source), O(target_dev) and O(serial).
-      - Applied in order. When one fails, the disks this task attached are detached again and the task fails
+      - Applied in order; consecutive detaches are asked for at once and waited for together (see
+        O(detach_timeout)). When one fails, the disks this task attached are detached again and the task fails
         naming the entry, for example C(disks[3].target_dev).
     type: list
     elements: dict
@@ -346,13 +350,22 @@ disk:
     xml:
       description: The disk's XML.
       type: str
+    waited:
+      description:
+        - With O(state=absent), the seconds from asking the guest to release the disk until it left the live domain
+          (until the timeout, when it did not). V(0) for a disk that was not in the live domain, and in check mode.
+      type: float
+      returned: with O(state=absent)
+      sample: 1.52
 size:
   description: With O(size), the live disk's size in bytes before and after (C(before), C(after)).
   returned: with O(size), when the domain runs or is paused
   type: dict
   sample: {before: 67108864, after: 134217728}
 disks:
-  description: One entry per O(disks) item, the keys of RV(disk) plus C(changed), C(state) and, with O(size), C(size).
+  description:
+    - One entry per O(disks) item, the keys of RV(disk) (with O(state=absent) C(waited)) plus C(changed), C(state)
+      and, with O(size), C(size).
   returned: with O(disks)
   type: list
   elements: dict

@@ -188,6 +188,8 @@ options:
     description:
       - Where the records live. V(sqlite) is one file on the controller (O(sqlite_path)); V(etcd) is an
         etcd v3 cluster (O(etcd_endpoints)) shared by several controllers.
+      - When not given, the controller's environment variable E(OV_RESERVATION_BACKEND), if set (an AWX credential
+        of the collection's etcd credential type sets it to V(etcd)).
     type: str
     choices: [sqlite, etcd]
     default: sqlite
@@ -201,22 +203,31 @@ options:
     description:
       - Client URLs of the etcd cluster, C(http://HOST:PORT) or C(https://HOST:PORT); the first that answers
         is used.
+      - When not given, the controller's environment variable E(OV_ETCD_ENDPOINTS) (comma-separated), if set.
     type: list
     elements: str
     default: [http://127.0.0.1:2379]
   etcd_username:
-    description: User for etcd authentication; give it with O(etcd_password).
+    description:
+      - User for etcd authentication; give it with O(etcd_password).
+      - When not given, the controller's environment variable E(OV_ETCD_USERNAME), if set.
     type: str
   etcd_password:
-    description: Password of O(etcd_username). Never returned or logged.
+    description:
+      - Password of O(etcd_username). Never returned or logged.
+      - When not given, the controller's environment variable E(OV_ETCD_PASSWORD), if set; this is how an AWX
+        credential hands it over without it ever being a variable of the job.
     type: str
   etcd_ca_cert:
-    description: CA certificate file to verify an C(https) endpoint.
+    description:
+      - CA certificate file to verify an C(https) endpoint.
+      - When not given, the controller's environment variable E(OV_ETCD_CA_CERT), if set.
     type: path
   etcd_prefix:
     description:
       - Key prefix of the records in etcd; give every independent set of volumes its own. With etcd
         authentication, the user needs read-write permission on this prefix.
+      - When not given, the controller's environment variable E(OV_ETCD_PREFIX), if set.
     type: str
     default: /openvolume/
   etcd_timeout:
@@ -225,7 +236,7 @@ options:
     default: 5.0
 requirements:
   - For O(backend=etcd), the Python library C(etcd3gw) on the controller. In AWX or Ansible Automation
-    Platform, put it in the execution environment (the collection's C(requirements.txt) lists it).
+    Platform, put it in the execution environment (the collection's C(meta/ee-requirements.txt) lists it).
 notes:
   - The sqlite backend serialises transitions with C(BEGIN IMMEDIATE) transactions in WAL mode and honours
     lease expiry on every read and transition, by the controller's clock. Use it when all plays run from one
@@ -233,6 +244,10 @@ notes:
   - The etcd backend writes each transition as one transaction that compares the record's revision. Both
     backends keep lease ends in the records and judge them by the reading controller's clock, so controllers
     that share etcd need synchronised clocks (NTP); a skew far below O(lease_ttl) does not matter.
+  - "The environment variables named above are read in the controller's process (this task always runs there),
+    not on the host the task is delegated to; a task's C(environment:) keyword does not reach them. An option given
+    in the task (or through C(module_defaults)) wins over its variable; a variable that is set but empty counts as not
+    set (an AWX credential injects every variable of its type, empty for a blank field)."
   - The lease keeper is a detached process of the controller (one per store and run), started by this task
     when it leaves transitional states held; it needs nothing but the store and stops with the run.
   - When etcd cannot be reached, or the SQLite file is corrupted or foreign, the module fails saying so and
