@@ -30,7 +30,10 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     ``ports`` of the monitors (as Cinder's RBD driver returns them; none:
     the host's ceph.conf), ``auth_username`` (the cephx user) and
     ``auth_key`` (its key: it never enters connection_info). Both:
-    ``access_mode`` (rw/ro), ``multiattach`` and ``id``.
+    ``access_mode`` (rw/ro), ``multiattach`` and ``id``; ``encrypted``
+    (LUKS, which QEMU decrypts), ``format`` (``luks``, the only one) and
+    ``passphrase`` (it never enters connection_info, which says only
+    ``encrypted: true``).
     """
     if not isinstance(volume, t.Mapping):
         raise AnsibleFilterError(
@@ -40,8 +43,12 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     if not vid:
         raise AnsibleFilterError("connection_info: the volume has no id; give it `id` or pass the id as argument")
     kind = volume.get("driver_volume_type", "iscsi")
+    encrypted = _encrypted(volume, str(vid))
     if kind == "rbd":
-        return _rbd_connection_info(volume, str(vid))
+        conn = _rbd_connection_info(volume, str(vid))
+        if encrypted:
+            conn["data"]["encrypted"] = True
+        return conn
     if kind != "iscsi":
         raise AnsibleFilterError(
             f"connection_info: volume {vid}: driver_volume_type must be iscsi or rbd, got {kind!r}")
@@ -71,10 +78,40 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         "multiattach": bool(volume.get("multiattach", False)),
         "auth_method": "CHAP" if volume.get("auth_username") else None,
     }
+    if encrypted:
+        # As Cinder says it; the passphrase stays in the catalogue.
+        data["encrypted"] = True
     for key in ("auth_username", "auth_password", "auth_username_in", "auth_password_in"):
         if volume.get(key):
             data[key] = volume[key]
     return {"driver_volume_type": "iscsi", "data": data}
+
+
+ENCRYPTION_FORMATS = ("luks",)
+
+
+def _encrypted(volume: t.Mapping[str, t.Any], vid: str) -> bool:
+    """Whether the catalogue entry is an encrypted volume, validated (its passphrase present, the format known)."""
+    encrypted = volume.get("encrypted", False)
+    if not isinstance(encrypted, bool):
+        raise AnsibleFilterError(f"connection_info: volume {vid}: encrypted must be true or false, got {encrypted!r}")
+    if not encrypted:
+        return False
+    fmt = volume.get("format", "luks")
+    if fmt not in ENCRYPTION_FORMATS:
+        raise AnsibleFilterError(f"connection_info: volume {vid}: format must be luks (the only encryption format), "
+                                 f"got {fmt!r}")
+    if not volume.get("passphrase"):
+        raise AnsibleFilterError(
+            f"connection_info: volume {vid}: passphrase (the LUKS passphrase, from a vault like the CHAP secrets) "
+            "is needed with encrypted: true"
+        )
+    return True
+
+
+def luks_secret_usage(volume_id: str) -> str:
+    """The usage of the libvirt secret (usage type volume) that holds a volume's LUKS passphrase."""
+    return f"openvolume/{volume_id}/luks"
 
 
 _RBD_NAME = re.compile(r"^[^/@\s]+(/[^/@\s]+)?/[^/@\s]+$")
@@ -159,6 +196,9 @@ def stored_connection_info(
         "wwid": wwid or item.get("wwn"),
         "ifaces": item.get("ifaces"),
     }
+    if item.get("luks_secret_usage"):
+        # The passphrase's secret, never the passphrase.
+        conn["openvolume"]["luks_secret_usage"] = item["luks_secret_usage"]
     return conn
 
 
@@ -263,6 +303,9 @@ def disk_specs(
             spec["bus"] = item["bus"]
             if item.get("target_dev"):
                 spec["target_dev"] = item["target_dev"]
+            if item.get("luks_secret_usage"):
+                spec["source"] = dict(spec["source"], encryption={"format": "luks",
+                                                                  "secret_usage": item["luks_secret_usage"]})
             spec["readonly"] = bool(item.get("readonly"))
             spec["shareable"] = bool(item.get("multiattach"))
         specs.append(spec)
@@ -298,21 +341,35 @@ def session_devices(sessions: t.Any) -> dict[str, str]:
 
 
 def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
-    """libvirt_secret ``secrets`` entries: the CHAP password (qemu mode) or cephx key (RBD) of each volume."""
-    return [
-        {"usage_type": item.get("secret_type", "iscsi"), "usage": item["secret_usage"],
-         "value": catalogue[item["volume_id"]]["auth_key" if item.get("secret_type") == "ceph" else "auth_password"]}
-        for item in plan
-        if item.get("secret_usage")
-    ]
+    """libvirt_secret ``secrets`` entries: the CHAP password (qemu mode) or cephx key (RBD) of each volume,
+    and the LUKS passphrase (usage type volume) of each encrypted one."""
+    entries = []
+    for item in plan:
+        entry = catalogue[item["volume_id"]]
+        if item.get("secret_usage"):
+            entries.append({"usage_type": item.get("secret_type", "iscsi"), "usage": item["secret_usage"],
+                            "value": entry["auth_key" if item.get("secret_type") == "ceph" else "auth_password"]})
+        if item.get("luks_secret_usage"):
+            entries.append({"usage_type": "volume", "usage": item["luks_secret_usage"], "value": entry["passphrase"]})
+    return entries
 
 
 def absent_secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]]) -> list[dict[str, t.Any]]:
-    """libvirt_secret ``secrets`` entries removing the secrets of the plan's items (qemu mode, RBD)."""
-    return [
-        {"usage_type": i.get("secret_type") or "iscsi", "usage": i["secret_usage"], "state": "absent"}
-        for i in plan if i.get("secret_usage")
-    ]
+    """libvirt_secret ``secrets`` entries removing secrets (qemu mode, RBD, LUKS passphrases).
+
+    For plan items: their secrets. For host_release results (items with
+    ``remove_secret``): only the secrets the decision removes.
+    """
+    entries = []
+    for i in plan:
+        decided = "remove_secret" in i
+        usage = i.get("remove_secret") if decided else i.get("secret_usage")
+        luks = i.get("remove_luks_secret") if decided else i.get("luks_secret_usage")
+        if usage:
+            entries.append({"usage_type": i.get("secret_type") or "iscsi", "usage": usage, "state": "absent"})
+        if luks:
+            entries.append({"usage_type": "volume", "usage": luks, "state": "absent"})
+    return entries
 
 
 def _attachment(record: t.Mapping[str, t.Any] | None, instance: str) -> t.Mapping[str, t.Any] | None:
@@ -399,13 +456,20 @@ def attach_plan(
             missing = state.missing_views(inst, vid) if state.known else []
             # A secret removed behind our back leaves the live disk working
             # but the domain unable to start again: it is drift too.
-            usage = ((att or {}).get("connection_info") or {}).get("openvolume", {}).get("secret_usage")
-            lost_secret = state.known and usage and usage not in state.secrets
+            extra = ((att or {}).get("connection_info") or {}).get("openvolume", {})
+            usages = [u for u in (extra.get("secret_usage"), extra.get("luks_secret_usage")) if u]
+            lost_secret = state.known and any(u not in state.secrets for u in usages)
             action = "repair" if missing is None or missing or lost_secret else "none"
         else:
             action = "attach"
         data = conn["data"]
         secret_usage = f"openvolume/{vid}" if data.get("auth_username") else None
+        if data.get("encrypted") and mode == "host":
+            # QEMU decrypts in qemu mode and for RBD; host mode would need
+            # cryptsetup (os-brick's LuksEncryptor) on the host, not done yet.
+            raise AnsibleFilterError(
+                f"volume_attach: volume {vid} is encrypted: attach it in qemu mode (attach_mode: qemu), where QEMU "
+                "decrypts it; host mode does not support encrypted volumes yet")
         multipath = bool(req.get("multipath", entry.get("multipath", False))) and mode == "host"
         ifaces = req.get("ifaces") or entry.get("ifaces")
         if ifaces is not None and (not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces)):
@@ -456,6 +520,7 @@ def attach_plan(
             "connection_info": public_connection_info(conn),
             "secret_usage": secret_usage if mode in ("qemu", "rbd") else None,
             "secret_type": "ceph" if mode == "rbd" else "iscsi",
+            "luks_secret_usage": luks_secret_usage(vid) if data.get("encrypted") else None,
             # Host mode: the volume's WWN to insist on (catalogue ``wwn``),
             # the open-iscsi ifaces to log in through and, with several, the
             # portal group tag their node records need.
@@ -527,6 +592,7 @@ def detach_plan(
             multipath=bool(extra.get("multipath", False)),
             secret_usage=extra.get("secret_usage"),
             secret_type=extra.get("secret_type") or ("ceph" if extra.get("attach_mode") == "rbd" else "iscsi"),
+            luks_secret_usage=extra.get("luks_secret_usage"),
             ifaces=extra.get("ifaces"),
             target=data.get("target_iqn"),
             lun=data.get("target_lun"),
@@ -617,7 +683,8 @@ def attach_undo(
     wwids = {vid: res.get("wwid") for vid, res in _session_results(results.get("sessions")).items()}
     items = [
         {"volume_id": i["volume_id"], "instance": i["instance"], "mode": i["mode"],
-         "secret_usage": i.get("secret_usage"), "target": i["connection_info"]["data"].get("target_iqn"),
+         "secret_usage": i.get("secret_usage"), "luks_secret_usage": i.get("luks_secret_usage"),
+         "target": i["connection_info"]["data"].get("target_iqn"),
          "lun": i["connection_info"]["data"].get("target_lun")}
         for i in todo
     ]
@@ -629,6 +696,8 @@ def attach_undo(
         if decision["remove_secret"] and decision["remove_secret"] in created_secrets:
             secrets.append({"usage_type": item.get("secret_type") or "iscsi", "usage": decision["remove_secret"],
                             "state": "absent"})
+        if decision["remove_luks_secret"] and decision["remove_luks_secret"] in created_secrets:
+            secrets.append({"usage_type": "volume", "usage": decision["remove_luks_secret"], "state": "absent"})
         if decision["disconnect"] and item["volume_id"] in logged_in:
             data = item["connection_info"]["data"]
             sessions.append({"target": data["target_iqn"], "portals": item["portals"], "lun": data["target_lun"],

@@ -26,8 +26,9 @@ MASK = "********"
 
 # Keys whose values are secrets wherever they appear in a structure
 # (connection_info, auth dicts, settings). ``node.session.auth.password`` and
-# ``auth_password_in`` match; ``username`` and ``key_id``-style ids do not.
-_SECRET_KEY = re.compile(r"(password|passwd|secret|_key$|^key$|token|credential)", re.IGNORECASE)
+# ``auth_password_in`` and a LUKS ``passphrase`` match; ``username`` and
+# ``key_id``-style ids do not.
+_SECRET_KEY = re.compile(r"(password|passwd|passphrase|secret|_key$|^key$|token|credential)", re.IGNORECASE)
 # Key names that look secret but hold only references to a secret.
 _NOT_SECRET_KEY = re.compile(r"(secret_(uuid|usage|type)|usage)$", re.IGNORECASE)
 

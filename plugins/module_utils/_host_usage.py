@@ -57,6 +57,13 @@ class Use:
     secret_usage: str | None
     owner: t.Mapping[str, t.Any] | None = None
     expires_at: float | None = None
+    # The libvirt secret with the LUKS passphrase of an encrypted volume.
+    luks_secret_usage: str | None = None
+
+    @property
+    def secrets(self) -> set[str]:
+        """The usages of the libvirt secrets the attachment uses."""
+        return {s for s in (self.secret_usage, self.luks_secret_usage) if s}
 
     @property
     def key(self) -> tuple[str, str]:
@@ -79,6 +86,7 @@ def _use(record: t.Mapping[str, t.Any], att: t.Mapping[str, t.Any]) -> Use:
         lapsed=bool(att.get("lapsed")), mode=str(extra.get("attach_mode") or "host"),
         target=data.get("target_iqn"), lun=int(lun) if lun is not None else None,
         secret_usage=extra.get("secret_usage"), owner=att.get("owner"), expires_at=att.get("expires_at"),
+        luks_secret_usage=extra.get("luks_secret_usage"),
     )
 
 
@@ -163,9 +171,11 @@ class HostTruth:
             for disk in dom.get("disks") or []:
                 yield name, disk
 
-    def disk_secret(self, disk: t.Mapping[str, t.Any]) -> str | None:
-        auth = (disk.get("source") or {}).get("auth") or {}
-        return auth.get("secret_usage")
+    def disk_secrets(self, disk: t.Mapping[str, t.Any]) -> set[str]:
+        """The usages of the libvirt secrets a domain's disk names (CHAP or cephx, and a LUKS passphrase)."""
+        src = disk.get("source") or {}
+        refs = ((src.get("auth") or {}).get("secret_usage"), (src.get("encryption") or {}).get("secret_usage"))
+        return {r for r in refs if r}
 
     def disk_luns(self, disk: t.Mapping[str, t.Any]) -> set[tuple[str, int]]:
         """The iSCSI LUNs (target, LUN number as a catalogue gives it) a domain's block disk sits on."""
@@ -198,13 +208,15 @@ def release(
     """What may go on ``host`` when the attachments ``items`` go.
 
     ``items`` are dicts with ``volume_id``, ``instance`` and what they use:
-    ``mode`` (host or qemu), ``target``, ``lun``, ``secret_usage`` (the
-    detach plan's items, from each attachment's stored connection_info).
+    ``mode`` (host or qemu), ``target``, ``lun``, ``secret_usage`` and
+    ``luks_secret_usage`` (the detach plan's items, from each attachment's
+    stored connection_info).
     A LUN, a target's session and node records, or a secret goes only when
     no other attachment recorded on the host (any state) and no disk of any
     domain on the host (live or persistent, other than the disks going) uses
     it; several items sharing one thing release it once. One result per
-    item, in order: ``remove_secret`` (the usage to remove, or None),
+    item, in order: ``remove_secret`` and ``remove_luks_secret`` (the
+    usages to remove, or None),
     ``disconnect`` (the LUN's devices and, if nothing else of the target
     remains, its sessions), ``remove_node_records``, and ``kept`` (why
     something stays, for the task's output).
@@ -220,15 +232,18 @@ def release(
     for item in items:
         kept: list[str] = []
         result: dict[str, t.Any] = {"volume_id": item["volume_id"], "instance": item["instance"],
-                                    "remove_secret": None, "disconnect": False, "remove_node_records": False}
-        usage = item.get("secret_usage")
-        if usage:
-            users = [u for u in others if u.secret_usage == usage]
-            disks = [(n, d) for n, d in other_disks if state.disk_secret(d) == usage]
+                                    "remove_secret": None, "remove_luks_secret": None, "disconnect": False,
+                                    "remove_node_records": False}
+        for decision, usage in (("remove_secret", item.get("secret_usage")),
+                                ("remove_luks_secret", item.get("luks_secret_usage"))):
+            if not usage:
+                continue
+            users = [u for u in others if usage in u.secrets]
+            disks = [(n, d) for n, d in other_disks if usage in state.disk_secrets(d)]
             if users or disks:
                 kept.append(f"secret {usage} stays: used by {_who(users, disks)}")
             elif usage not in done_secrets:
-                result["remove_secret"] = usage
+                result[decision] = usage
                 done_secrets.add(usage)
         target, lun = item.get("target"), item.get("lun")
         if item.get("mode") == "host" and target is not None and lun is not None:
@@ -253,8 +268,15 @@ def release(
 
 
 # --- reconcile ------------------------------------------------------------------------------------
+LUKS_SUFFIX = "/luks"
+
+
 def _volume_of_secret(usage: str) -> str | None:
-    return usage[len(SECRET_PREFIX):] if usage.startswith(SECRET_PREFIX) else None
+    """The volume a secret of ours is for: ``openvolume/<volume>`` or ``openvolume/<volume>/luks``."""
+    if not usage.startswith(SECRET_PREFIX):
+        return None
+    vid = usage[len(SECRET_PREFIX):]
+    return vid[:-len(LUKS_SUFFIX)] if vid.endswith(LUKS_SUFFIX) else vid
 
 
 def reconcile(
@@ -313,10 +335,11 @@ def reconcile(
                 row(use, use.instance, store, has,
                     "re-add the " + " and ".join("persistent" if v == "config" else v for v in missing) + " disk")
                 attach.append(request)
-            elif use.secret_usage and use.secret_usage not in state.secrets:
+            elif any(s not in state.secrets for s in use.secrets):
                 # The live disk goes on without it, but the domain cannot
                 # start again (QEMU reads the secret when it opens the disk).
-                row(use, use.instance, store, f"{has}, no secret {use.secret_usage}", "re-create the secret")
+                lost = ", ".join(sorted(s for s in use.secrets if s not in state.secrets))
+                row(use, use.instance, store, f"{has}, no secret {lost}", "re-create the secret")
                 attach.append(request)
             continue
         if use.status in TRANSITIONAL and not use.lapsed:
@@ -351,7 +374,7 @@ def reconcile(
         vid = _volume_of_secret(usage)
         if vid is None or not in_scope(vid):
             continue
-        if any(u.secret_usage == usage for u in uses) or any(state.disk_secret(d) == usage for _n, d in state.disks()):
+        if any(usage in u.secrets for u in uses) or any(usage in state.disk_secrets(d) for _n, d in state.disks()):
             continue
         row(vid, "-", "no attachment on this host", f"secret {usage}", "remove the orphan secret")
         secrets.append({"usage_type": state.secrets[usage], "usage": usage, "state": "absent"})

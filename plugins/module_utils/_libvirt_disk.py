@@ -24,10 +24,15 @@ from dataclasses import dataclass, field
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
 from ansible_collections.openvolume.compute.plugins.module_utils._common import skip_if_check_mode, wait_until
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
+from ansible_collections.openvolume.compute.plugins.module_utils._luks import Credentials, LuksError, LuksVolume
 from ansible_collections.openvolume.compute.plugins.module_utils._rbd import Rbd, RbdError, sharing_blockers
 
 BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
 SECRET_TYPE = {"iscsi": "iscsi", "rbd": "ceph"}
+# The libvirt secret usage type of each kind of secret a disk names.
+SECRET_USAGE_TYPE = {"iscsi": "VIR_SECRET_USAGE_TYPE_ISCSI", "rbd": "VIR_SECRET_USAGE_TYPE_CEPH",
+                     "passphrase": "VIR_SECRET_USAGE_TYPE_VOLUME"}
+ENCRYPTION_FORMATS = ("luks",)
 # An iSCSI portal without a port is 3260 (libvirt assumes it too); we write
 # it out. A Ceph monitor without a port gets none: librados then tries the
 # messenger v2 port 3300 and the v1 port 6789, while a forced 6789 breaks
@@ -40,7 +45,7 @@ FORMATS = ("raw", "qcow2", "qed", "vmdk", "vhdx")
 # Image formats known by their first bytes (as QEMU probes them); raw has none.
 MAGIC = ((b"QFI\xfb", "qcow2"), (b"QED\x00", "qed"), (b"KDMV", "vmdk"), (b"vhdxfile", "vhdx"))
 # Settings whose option is not named like the setting.
-PARAM = {"format": "source.format"}
+PARAM = {"format": "source.format", "encryption": "source.encryption"}
 # How long the monitor probe before an RBD attach waits for each address.
 PROBE_TIMEOUT = 3.0
 
@@ -155,11 +160,22 @@ class DiskSpec:
                     raise LibvirtError(f"{w}source.auth: give exactly one of secret_usage and secret_uuid")
         else:
             raise LibvirtError(f"{w}source.type: must be block, file or network, got {kind!r}")
+        encryption = src.get("encryption")
+        if encryption:
+            if (encryption.get("format") or "luks") not in ENCRYPTION_FORMATS:
+                raise LibvirtError(f"{w}source.encryption.format: only luks is supported, got "
+                                   f"{encryption.get('format')!r}")
+            if bool(encryption.get("secret_usage")) == bool(encryption.get("secret_uuid")):
+                raise LibvirtError(f"{w}source.encryption: give exactly one of secret_usage and secret_uuid (the "
+                                   "libvirt secret of usage type volume that holds the passphrase)")
         fmt = src.get("format")
         if fmt is not None and fmt not in FORMATS:
             raise LibvirtError(f"{w}source.format: '{fmt}' is not one of {', '.join(FORMATS)}")
         if fmt not in (None, "raw") and kind != "file":
             raise LibvirtError(f"{w}source.format: a {kind} source is raw; {fmt} is for image files only")
+        if fmt not in (None, "raw") and encryption:
+            raise LibvirtError(f"{w}source.encryption: a LUKS volume is a raw volume with a LUKS header; {fmt} images "
+                               "carry their own encryption")
 
     @property
     def label(self) -> str:
@@ -220,6 +236,16 @@ def build_disk(spec: DiskSpec, target_dev: str, fmt: str | None = None) -> t.Any
                 secret.set("usage", str(auth["secret_usage"]))
             else:
                 secret.set("uuid", str(auth["secret_uuid"]))
+    encryption = src.get("encryption")
+    if encryption:
+        # Inside <source> (libvirt's place for it since 3.9): QEMU's luks
+        # driver decrypts, with the passphrase of a secret of usage type volume.
+        enc = sub(source, "encryption", format=str(encryption.get("format") or "luks"), engine="qemu")
+        secret = sub(enc, "secret", type="passphrase")
+        if encryption.get("secret_usage"):
+            secret.set("usage", str(encryption["secret_usage"]))
+        else:
+            secret.set("uuid", str(encryption["secret_uuid"]))
     sub(disk, "target", dev=target_dev, bus=spec.bus)
     # (validate() refuses a serial on a lun; this keeps the rule in the XML too)
     if spec.serial and spec.device != "lun":
@@ -233,6 +259,29 @@ def build_disk(spec: DiskSpec, target_dev: str, fmt: str | None = None) -> t.Any
 
 def disk_source(disk: t.Any) -> dict[str, t.Any]:
     """The source of a ``<disk>`` in the module's terms (a host without a port has port None)."""
+    out = _disk_source(disk)
+    encryption = disk_encryption(disk)
+    if encryption:
+        out["encryption"] = encryption
+    return out
+
+
+def disk_encryption(disk: t.Any) -> dict[str, t.Any] | None:
+    """The ``<encryption>`` of a disk (inside ``<source>``, or under ``<disk>`` as older XML has it)."""
+    source = disk.find("source")
+    enc = source.find("encryption") if source is not None and source.find("encryption") is not None \
+        else disk.find("encryption")
+    if enc is None:
+        return None
+    out: dict[str, t.Any] = {"format": enc.get("format")}
+    secret = enc.find("secret")
+    if secret is not None:
+        refs = (("secret_usage", secret.get("usage")), ("secret_uuid", secret.get("uuid")))
+        out.update({k: v for k, v in refs if v})
+    return out
+
+
+def _disk_source(disk: t.Any) -> dict[str, t.Any]:
     source = disk.find("source")
     kind = disk.get("type")
     if source is None:
@@ -405,6 +454,7 @@ def settings(disk: t.Any) -> dict[str, t.Any]:
         "discard": drv("discard"),
         "readonly": disk.find("readonly") is not None,
         "shareable": disk.find("shareable") is not None,
+        "encryption": (disk_encryption(disk) or {}).get("format"),
     }
 
 
@@ -497,6 +547,8 @@ def diff_text(views: t.Mapping[str, str]) -> str:
     text = "".join(f"<!-- {VIEW_TITLE[view]} -->\n{xml}\n" for view, xml in views.items() if xml and view in VIEW_TITLE)
     if views.get("size"):
         text += f"<!-- size: {views['size']} bytes -->\n"
+    if views.get("luks"):
+        text += f"<!-- {views['luks']} -->\n"
     return text
 
 
@@ -539,6 +591,8 @@ class LibvirtDisks:
         new = build_disk(spec, target, self._file_format(spec, existing) if missing else None)
         before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
         after = {view: before[view] or normalise(new) for view in found}
+        # An encrypted volume gets its LUKS header (once) before QEMU opens it.
+        luks = self._luks_ready(spec) if missing and (spec.source or {}).get("encryption") else None
         if missing and self._attach(dom, spec, new, missing):
             dom.refresh()
             after = {view: normalise(self._attached_in(dom, spec, view, root)) for view, root in dom.views().items()}
@@ -547,9 +601,40 @@ class LibvirtDisks:
             "changed": bool(missing), "applied_to": missing, "diff": {"before": before, "after": after},
             "disk": dict(disk_info(shown), domain=dom.name, xml=normalise(shown)),
         }
+        if luks is not None:
+            result["disk"]["luks"] = luks
+            if luks["formatted"]:
+                result["diff"]["after"]["luks"] = "a LUKS header written to the blank volume"
         if spec.size is not None:
             self._grow(dom, spec, str(result["disk"]["target_dev"]), result)
         return result
+
+    def _luks_ready(self, spec: DiskSpec) -> dict[str, t.Any]:
+        """The volume's LUKS header, written if the volume is blank, and opened with the passphrase.
+
+        The secrets are read from libvirt (the disk's passphrase secret and,
+        for a network source, its CHAP or cephx secret), never from the task.
+        In check mode the secrets a real run would create first may not exist
+        yet: the header is then not read, and the result says so.
+        """
+        src = spec.source or {}
+        encryption = src["encryption"]
+        auth = src.get("auth") or {}
+        try:
+            passphrase = self._secret_value(spec, "passphrase", encryption, "source.encryption")
+            credential = self._secret_value(spec, str(src.get("protocol")), auth, "source.auth") if auth else None
+        except LibvirtError:
+            if not self.module.check_mode:
+                raise
+            return {"format": "luks", "header": "unknown", "formatted": False,
+                    "note": "check mode: the libvirt secrets are not defined yet, the volume was not read"}
+        usage = encryption.get("secret_usage") or encryption.get("secret_uuid") or ""
+        volume = LuksVolume(self.module.module, src, Credentials(passphrase=passphrase, auth=credential),
+                            where=spec.where, label=spec.label, secret=usage)
+        try:
+            return volume.ensure()
+        except LuksError as exc:
+            raise LibvirtError(exc.msg) from None
 
     def _grow(self, dom: Domain, spec: DiskSpec, target: str, result: dict[str, t.Any]) -> None:
         """Make the live disk at least ``spec.size`` bytes (Nova's extend_volume: block_resize).
@@ -620,16 +705,20 @@ class LibvirtDisks:
 
     def _ceph_key(self, spec: DiskSpec, auth: t.Mapping[str, t.Any]) -> str:
         """The cephx key of the disk's libvirt secret (libvirt keeps the key's bytes)."""
+        return base64.b64encode(self._secret_value(spec, "rbd", auth, "source.auth")).decode()
+
+    def _secret_value(self, spec: DiskSpec, kind: str, ref: t.Mapping[str, t.Any], param: str) -> bytes:
+        """The value of a libvirt secret a disk names (``kind``: iscsi, rbd or passphrase), as libvirt keeps it."""
         conn = self.module.conn
         try:
-            if auth.get("secret_uuid"):
-                secret = conn.secretLookupByUUIDString(auth["secret_uuid"])
+            if ref.get("secret_uuid"):
+                secret = conn.secretLookupByUUIDString(ref["secret_uuid"])
             else:
-                secret = conn.secretLookupByUsage(lv.libvirt.VIR_SECRET_USAGE_TYPE_CEPH, auth["secret_usage"])
-            return base64.b64encode(secret.value()).decode()
+                secret = conn.secretLookupByUsage(getattr(lv.libvirt, SECRET_USAGE_TYPE[kind]), ref["secret_usage"])
+            return bytes(secret.value())
         except lv.libvirt.libvirtError as exc:
             raise LibvirtError(
-                f"{spec.where}source.auth: the libvirt secret {auth.get('secret_usage') or auth.get('secret_uuid')} "
+                f"{spec.where}{param}: the libvirt secret {ref.get('secret_usage') or ref.get('secret_uuid')} "
                 f"cannot be read ({lv.describe(exc)}); create it with openvolume.compute.libvirt_secret first"
             ) from None
 
@@ -667,6 +756,10 @@ class LibvirtDisks:
         have = settings(existing)
         asked_for = {k: getattr(spec, k) for k in have if hasattr(spec, k)}
         asked_for["format"] = (spec.source or {}).get("format")
+        # A disk attached in plaintext is not the encrypted one, nor the other way round.
+        asked_for["encryption"] = ((spec.source or {}).get("encryption") or {}).get("format") or (
+            "luks" if (spec.source or {}).get("encryption") else "none")
+        have["encryption"] = have["encryption"] or "none"
         # None: not asked for (io and format then have a default that never
         # makes a disk attached earlier differ).
         differ = [k for k, v in have.items() if asked_for.get(k) is not None and asked_for[k] != v]
@@ -741,7 +834,11 @@ class LibvirtDisks:
         if src.get("protocol") == "rbd":
             return f"{spec.where}attaching {spec.label} failed: {msg}{LibvirtDisks._rbd_hint(src, msg)}"
         hint = ""
-        if "secret" in msg.lower() and src.get("auth"):
+        if ("Invalid password" in msg or "unlock" in msg) and src.get("encryption"):
+            enc = src["encryption"]
+            hint = (f"; source.encryption: the passphrase in libvirt secret "
+                    f"'{enc.get('secret_usage') or enc.get('secret_uuid')}' does not open the volume's LUKS header")
+        elif "secret" in msg.lower() and src.get("auth"):
             usage = src["auth"].get("secret_usage") or src["auth"].get("secret_uuid")
             hint = (f"; source.auth: no usable libvirt secret '{usage}' — create it with "
                     "openvolume.compute.libvirt_secret first")
@@ -979,6 +1076,10 @@ def disk_spec_options() -> dict[str, t.Any]:
                 "auth": {"type": "dict", "options": {
                     "username": {"type": "str", "required": True},
                     # References to a libvirt secret, not secrets themselves.
+                    "secret_usage": {"type": "str", "no_log": False},
+                    "secret_uuid": {"type": "str", "no_log": False}}},
+                "encryption": {"type": "dict", "options": {
+                    "format": {"type": "str", "choices": list(ENCRYPTION_FORMATS), "default": "luks"},
                     "secret_usage": {"type": "str", "no_log": False},
                     "secret_uuid": {"type": "str", "no_log": False}}},
             },

@@ -128,6 +128,34 @@ options:
           secret_uuid:
             description: The secret's UUID, instead of O(source.auth.secret_usage).
             type: str
+      encryption:
+        description:
+          - The volume is LUKS-encrypted and QEMU decrypts it itself (libvirt's C(<encryption format='luks'
+            engine='qemu'>) inside C(<source>)), so the guest sees plaintext and the storage only ciphertext.
+          - The passphrase is in a libvirt secret of usage type C(volume), see M(openvolume.compute.libvirt_secret)
+            O(openvolume.compute.libvirt_secret#module:usage_type=volume).
+          - "Before the disk is hot-plugged, the module reads the volume's first 64 KiB with C(qemu-img) on the host
+            (with the disk's own CHAP or cephx secret): a LUKS header is opened with the passphrase first (a wrong
+            passphrase fails the task and leaves the header as it is); a blank volume (all zeros there) gets a LUKS
+            header, once (C(qemu-img create -f luks), copied onto the volume with C(qemu-img convert -n)); a volume
+            with other data there is refused, since formatting would destroy it. Check mode reads but never
+            writes."
+          - The passphrase, CHAP password and cephx key reach C(qemu-img) and C(qemu-io) in files of mode 0600 that
+            live only for the call, never on a command line. Needs qemu-utils on the compute host.
+          - The guest sees the volume minus the LUKS header (about 2 MiB).
+        type: dict
+        suboptions:
+          format:
+            description: The encryption format; only V(luks) (LUKS1, which QEMU's luks driver opens).
+            type: str
+            choices: [luks]
+            default: luks
+          secret_usage:
+            description: The usage of the passphrase's libvirt secret (usage type C(volume)).
+            type: str
+          secret_uuid:
+            description: The secret's UUID, instead of O(source.encryption.secret_usage).
+            type: str
   target_dev:
     description:
       - The device name in the guest (C(vdb), C(sdc)). Left out, the next free name of the O(bus) is taken.
@@ -311,6 +339,22 @@ EXAMPLES = r"""
         secret_usage: openvolume/0b5e6a4c
     serial: 0b5e6a4c
 
+- name: An encrypted volume that QEMU decrypts, the passphrase in a libvirt secret of usage type volume
+  openvolume.compute.libvirt_disk:
+    domain: instance-0001
+    source:
+      type: network
+      protocol: rbd
+      name: volumes/volume-7c1d0e6a
+      hosts: [{name: 192.0.2.21}]
+      auth:
+        username: cinder
+        secret_usage: openvolume/7c1d0e6a
+      encryption:
+        format: luks
+        secret_usage: openvolume/7c1d0e6a/luks
+    serial: 7c1d0e6a
+
 - name: Detach by serial, waiting up to a minute for the guest
   openvolume.compute.libvirt_disk:
     domain: instance-0001
@@ -350,6 +394,15 @@ disk:
     xml:
       description: The disk's XML.
       type: str
+    luks:
+      description:
+        - With O(source.encryption), when the disk was (or in check mode would be) hot-plugged - C(format)
+          (V(luks)), C(header) (V(found) - it had one and the passphrase opens it; V(written) - the blank volume got
+          one; V(absent) - check mode, it would get one; V(unknown) - check mode before the libvirt secrets exist)
+          and C(formatted) (whether a header was, or would be, written).
+      type: dict
+      returned: with O(source.encryption), when the disk was missing
+      sample: {format: luks, header: written, formatted: true}
     waited:
       description:
         - With O(state=absent), the seconds from asking the guest to release the disk until it left the live domain

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: libvirt_secret
-short_description: Manage libvirt secrets for CHAP (iSCSI) and cephx (RBD) network disks
+short_description: Manage libvirt secrets for CHAP (iSCSI), cephx (RBD) and LUKS passphrases of disks
 version_added: 0.1.0
 description:
   - Defines a libvirt secret for a usage (an iSCSI target, a ceph user or a volume) and sets its value, or
@@ -33,7 +33,9 @@ attributes:
     membership: [openvolume.compute.libvirt]
 options:
   usage_type:
-    description: What the secret is for.
+    description:
+      - What the secret is for - V(iscsi) a CHAP password, V(ceph) a cephx key, V(volume) the passphrase of an
+        encrypted volume (O(openvolume.compute.libvirt_disk#module:source.encryption)).
     type: str
     choices: [ceph, iscsi, volume]
     default: iscsi
@@ -47,7 +49,8 @@ options:
     type: str
   value:
     description:
-      - The secret value, a CHAP password or a cephx key. Required with O(state=present). Never returned.
+      - The secret value, a CHAP password, a cephx key or a LUKS passphrase. Required with O(state=present). Never
+        returned.
       - With O(usage_type=ceph), the user's key as C(ceph auth get-key client.NAME) prints it (base64, C(AQD...==));
         the module stores its bytes, as C(virsh secret-set-value --base64) does, which is what QEMU's librbd needs.
         A value that is not such a key is an error.
@@ -100,7 +103,13 @@ EXAMPLES = r"""
     uuid: 457eb676-33da-42ec-9a8c-9293d545c337
     value: "{{ cephx_key }}"
 
-- name: Remove it
+- name: The LUKS passphrase of an encrypted volume (libvirt_disk source.encryption names it)
+  openvolume.compute.libvirt_secret:
+    usage_type: volume
+    usage: openvolume/7c1d0e6a/luks
+    value: "{{ luks_passphrase }}"
+
+- name: Remove the CHAP secret
   openvolume.compute.libvirt_secret:
     usage: openvolume/0b5e6a4c
     state: absent

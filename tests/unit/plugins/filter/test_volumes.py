@@ -253,3 +253,94 @@ def test_host_release_adds_the_decision_to_the_items() -> None:
     items = [{"volume_id": "v", "instance": "d", "mode": "qemu", "secret_usage": "openvolume/v"}]
     (out,) = host_release(items, [], "h1", {})
     assert out["remove_secret"] == "openvolume/v" and out["instance"] == "d"
+
+
+# --- encrypted volumes (LUKS, QEMU decrypts) -------------------------------------------------
+from ansible_collections.openvolume.compute.plugins.filter.volumes import (  # noqa: E402
+    absent_secret_entries,
+    secret_entries,
+)
+
+PASSPHRASE = "luks passphrase 7"
+ENCRYPTED = {
+    "vol-11": dict(ENTRY, target_iqn="iqn.2026-11.org.openvolume.lab:vol-11", attach_mode="qemu", encrypted=True,
+                   passphrase=PASSPHRASE),
+    "rbd-1": {"driver_volume_type": "rbd", "name": "volumes/luks-1", "hosts": ["127.0.0.1"],
+              "auth_username": "openvolume", "auth_key": "AQDkey==", "encrypted": True, "format": "luks",
+              "passphrase": PASSPHRASE},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"passphrase": None}, "volume v: passphrase (the LUKS passphrase, from a vault like the CHAP secrets) is "
+                               "needed with encrypted: true"),
+        ({"format": "luks2"}, "volume v: format must be luks (the only encryption format), got 'luks2'"),
+        ({"encrypted": "yes"}, "volume v: encrypted must be true or false"),
+    ],
+)
+def test_encrypted_entries_are_validated(change: dict, message: str) -> None:
+    for entry in ENCRYPTED.values():
+        with pytest.raises(AnsibleFilterError) as err:
+            connection_info(dict(entry, **change), "v")
+        assert message in str(err.value)
+
+
+def test_connection_info_says_encrypted_never_the_passphrase() -> None:
+    for vid, entry in ENCRYPTED.items():
+        data = connection_info(entry, vid)["data"]
+        assert data["encrypted"] is True
+        assert PASSPHRASE not in repr(data)
+    assert "encrypted" not in connection_info(ENTRY, "vol-01")["data"]
+
+
+def test_encrypted_plan_disk_and_secrets() -> None:
+    plan = attach_plan([{"volume": "vol-11", "instance": "d1"}, {"volume": "rbd-1", "instance": "d1"}],
+                       ENCRYPTED, [], "h1")
+    assert [i["luks_secret_usage"] for i in plan] == ["openvolume/vol-11/luks", "openvolume/rbd-1/luks"]
+    assert PASSPHRASE not in repr(plan)
+    specs = disk_specs(plan)
+    assert [s["source"]["encryption"] for s in specs] == [
+        {"format": "luks", "secret_usage": "openvolume/vol-11/luks"},
+        {"format": "luks", "secret_usage": "openvolume/rbd-1/luks"}]
+    assert secret_entries(plan, ENCRYPTED) == [
+        {"usage_type": "iscsi", "usage": "openvolume/vol-11", "value": "p"},
+        {"usage_type": "volume", "usage": "openvolume/vol-11/luks", "value": PASSPHRASE},
+        {"usage_type": "ceph", "usage": "openvolume/rbd-1", "value": "AQDkey=="},
+        {"usage_type": "volume", "usage": "openvolume/rbd-1/luks", "value": PASSPHRASE}]
+    # The store keeps encrypted and the secret's usage, never the passphrase.
+    entries = reserve_entries(plan, ENCRYPTED)
+    assert PASSPHRASE not in repr(entries)
+    stored = entries[1]["connection_info"]
+    assert stored["data"]["encrypted"] is True
+    assert stored["openvolume"]["luks_secret_usage"] == "openvolume/vol-11/luks"
+    assert absent_secret_entries(plan) == [
+        {"usage_type": "iscsi", "usage": "openvolume/vol-11", "state": "absent"},
+        {"usage_type": "volume", "usage": "openvolume/vol-11/luks", "state": "absent"},
+        {"usage_type": "ceph", "usage": "openvolume/rbd-1", "state": "absent"},
+        {"usage_type": "volume", "usage": "openvolume/rbd-1/luks", "state": "absent"}]
+
+
+def test_encrypted_in_host_mode_is_refused_for_now() -> None:
+    with pytest.raises(AnsibleFilterError, match="volume vol-11 is encrypted: attach it in qemu mode"):
+        attach_plan([{"volume": "vol-11", "instance": "d1", "mode": "host"}], ENCRYPTED, [], "h1")
+
+
+def test_detach_plan_and_rollback_remove_the_passphrase_secret() -> None:
+    plan = attach_plan([{"volume": "rbd-1", "instance": "d1"}], ENCRYPTED, [], "h1")
+    conn = reserve_entries(plan, ENCRYPTED)[1]["connection_info"]
+    records = [{"volume_id": "rbd-1", "attachments": [
+        {"instance": "d1", "host": "h1", "status": "in-use", "connection_info": conn}]}]
+    (item,) = detach_plan([{"volume": "rbd-1", "instance": "d1"}], records, "h1")
+    assert item["luks_secret_usage"] == "openvolume/rbd-1/luks"
+    (decision,) = host_release([item], records, "h1")
+    assert decision["remove_secret"] == "openvolume/rbd-1" and decision["remove_luks_secret"] == "openvolume/rbd-1/luks"
+    assert absent_secret_entries([decision])[1] == {"usage_type": "volume", "usage": "openvolume/rbd-1/luks",
+                                                    "state": "absent"}
+    # A rollback removes the secrets this run created, the passphrase's too.
+    secrets = {"secrets": [{"usage": "openvolume/rbd-1", "changed": True, "created": True},
+                           {"usage": "openvolume/rbd-1/luks", "changed": True, "created": True}]}
+    undo = attach_undo(plan, [], "h1", {"secrets": secrets})
+    assert undo["secrets"] == [{"usage_type": "ceph", "usage": "openvolume/rbd-1", "state": "absent"},
+                               {"usage_type": "volume", "usage": "openvolume/rbd-1/luks", "state": "absent"}]

@@ -219,3 +219,48 @@ def test_a_lost_secret_is_drift() -> None:
     out = reconcile(records, "h1", truth)
     assert [r["action"] for r in out["rows"]] == ["re-create the secret"]
     assert out["attach"] == [{"volume": "vol-01", "instance": "vm1"}]
+
+
+LUKS_SRC = dict(QEMU_SRC, encryption={"format": "luks", "secret_usage": "openvolume/vol-07/luks"})
+
+
+def luks_conn(vol: str) -> dict[str, t.Any]:
+    out = conn(vol, "qemu")
+    out["openvolume"]["luks_secret_usage"] = f"openvolume/{vol}/luks"
+    return out
+
+
+def test_the_passphrase_secret_stays_while_another_domain_uses_it() -> None:
+    records = [record("vol-07", att("vm1", "h1", ci=luks_conn("vol-07")), att("vm2", "h1", ci=luks_conn("vol-07")))]
+    truth = {"domains": [dom("vm1", disk("vol-07", ["live", "config"], LUKS_SRC)),
+                         dom("vm2", disk("vol-07", ["live", "config"], LUKS_SRC))], "secrets": []}
+    going = dict(item("vol-07", "vm1", "qemu"), luks_secret_usage="openvolume/vol-07/luks")
+    (decision,) = release([going], records, "h1", truth)
+    assert decision["remove_secret"] is None and decision["remove_luks_secret"] is None
+    assert any("secret openvolume/vol-07/luks stays" in k for k in decision["kept"])
+    # The last one goes: both secrets go with it.
+    (decision,) = release([going], records[:0], "h1", {"domains": [dom("vm1")], "secrets": []})
+    assert decision["remove_luks_secret"] == "openvolume/vol-07/luks"
+
+
+def test_an_unrecorded_encrypted_disk_keeps_its_passphrase_secret() -> None:
+    truth = {"domains": [dom("vm9", disk("vol-07", ["live"], LUKS_SRC))], "secrets": []}
+    going = dict(item("vol-07", "vm1", "qemu"), luks_secret_usage="openvolume/vol-07/luks")
+    (decision,) = release([going], [], "h1", truth)
+    assert decision["remove_luks_secret"] is None
+
+
+def test_reconcile_passphrase_secrets() -> None:
+    secrets = [{"usage": "openvolume/vol-07", "usage_type": "iscsi"},
+               {"usage": "openvolume/vol-07/luks", "usage_type": "volume"},
+               {"usage": "openvolume/vol-08/luks", "usage_type": "volume"}]
+    records = [record("vol-07", att("vm1", "h1", ci=luks_conn("vol-07")))]
+    truth = {"domains": [dom("vm1", disk("vol-07", ["live", "config"], LUKS_SRC))], "secrets": secrets}
+    out = reconcile(records, "h1", truth, volumes=None)
+    # vol-08's passphrase secret is an orphan of volume vol-08; vol-07's are used.
+    assert out["secrets"] == [{"usage_type": "volume", "usage": "openvolume/vol-08/luks", "state": "absent"}]
+    assert [r["volume"] for r in out["rows"]] == ["vol-08"]
+    # Lost: drift, re-created by the attach role.
+    out = reconcile(records, "h1", dict(truth, secrets=secrets[:1]))
+    assert [r["action"] for r in out["rows"]] == ["re-create the secret"]
+    assert "no secret openvolume/vol-07/luks" in out["rows"][0]["host_has"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import struct
@@ -159,7 +160,7 @@ def test_canonical_form_keeps_host_order() -> None:
 def test_settings_of_a_libvirt_disk() -> None:
     assert settings(etree.fromstring(LIBVIRT_ORDER)) == {
         "bus": "scsi", "device": "disk", "format": "raw", "cache": "none", "io": "native", "discard": "unmap",
-        "readonly": True, "shareable": True,
+        "readonly": True, "shareable": True, "encryption": None,
     }
 
 
@@ -445,3 +446,52 @@ def test_monitor_probe() -> None:
 def test_rbd_attach_errors_get_a_hint(libvirt_msg: str, hint: str) -> None:
     msg = LibvirtDisks._explain_attach(spec(source=RBD, serial="volume-01"), libvirt_msg)
     assert msg.startswith("attaching disk volume-01 of d failed: " + libvirt_msg + "; " + hint)
+
+
+ENCRYPTED = dict(NETWORK, encryption={"format": "luks", "secret_usage": "openvolume/vol-01/luks"})
+
+
+def test_encrypted_disk_xml_has_the_encryption_inside_source() -> None:
+    disk = build_disk(spec(source=ENCRYPTED, serial="vol-01", bus="scsi"), "sdb")
+    source = disk.find("source")
+    enc = source.find("encryption")
+    assert enc.get("format") == "luks" and enc.get("engine") == "qemu"
+    assert etree.tostring(enc, encoding="unicode") == (
+        '<encryption format="luks" engine="qemu"><secret type="passphrase" usage="openvolume/vol-01/luks"/>'
+        '</encryption>')
+    assert disk_info(disk)["source"] == ENCRYPTED
+    # Older XML has it under <disk>: found there too.
+    old = etree.fromstring(
+        "<disk type='network' device='disk'><source protocol='rbd' name='volumes/x'/>"
+        "<encryption format='luks'><secret type='passphrase' uuid='0a81f5b2'/></encryption>"
+        "<target dev='vdb' bus='virtio'/></disk>")
+    assert disk_info(old)["source"]["encryption"] == {"format": "luks", "secret_uuid": "0a81f5b2"}
+
+
+def test_a_plaintext_disk_is_not_the_encrypted_one() -> None:
+    plain = build_disk(spec(source=NETWORK, serial="vol-01", bus="scsi"), "sdb")
+    with pytest.raises(LibvirtError, match="^source.encryption: disk vol-01 of d is attached as sdb with other "
+                                           "settings: encryption='luks' \\(attached: 'none'\\)"):
+        _checker()._check_existing(spec(source=ENCRYPTED, serial="vol-01", bus="scsi"), plain)
+    encrypted = build_disk(spec(source=ENCRYPTED, serial="vol-01", bus="scsi"), "sdb")
+    assert _checker()._check_existing(spec(source=ENCRYPTED, serial="vol-01", bus="scsi"), encrypted) == "sdb"
+    with pytest.raises(LibvirtError, match="encryption='none' \\(attached: 'luks'\\)"):
+        _checker()._check_existing(spec(source=NETWORK, serial="vol-01", bus="scsi"), encrypted)
+
+
+@pytest.mark.parametrize(
+    ("encryption", "message"),
+    [
+        ({"format": "luks"}, "source.encryption: give exactly one of secret_usage and secret_uuid"),
+        ({"format": "qcow", "secret_usage": "x"}, "source.encryption.format: only luks is supported"),
+    ],
+)
+def test_bad_encryption_names_the_parameter(encryption: dict[str, t.Any], message: str) -> None:
+    with pytest.raises(LibvirtError, match=f"^{re.escape(message)}"):
+        spec(source=dict(NETWORK, encryption=encryption), serial="vol-01")
+
+
+def test_wrong_passphrase_at_hot_plug_gets_a_hint() -> None:
+    msg = LibvirtDisks._explain_attach(spec(source=ENCRYPTED, serial="vol-01"),
+                                       "internal error: Invalid password, cannot unlock any keyslot")
+    assert "source.encryption: the passphrase in libvirt secret 'openvolume/vol-01/luks' does not open" in msg
