@@ -21,6 +21,8 @@ import re
 import secrets as pysecrets
 import subprocess
 import sys
+import tempfile
+import time
 import typing as t
 
 import pytest
@@ -114,9 +116,26 @@ def catalogue(passphrase: str = PASSPHRASE) -> dict[str, t.Any]:
     }
 
 
+def command_lines() -> list[bytes]:
+    """Every process's command line now (/proc/PID/cmdline, readable by any local user)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    out.append(f.read())
+            except OSError:
+                pass
+    return out
+
+
 def play(playbook: str, store: Store, tmp: str, extra: dict[str, t.Any], *, check: bool = False,
          verbose: bool = False) -> Run:
-    """ansible-playbook with the variables in a file of mode 0600 (no secret on its command line)."""
+    """ansible-playbook with the variables in a file of mode 0600 (no secret on its command line).
+
+    While it runs, every process's command line is read again and again: the
+    passphrase must be on none (ansible-playbook, its modules, qemu-img, qemu-io).
+    """
     path = os.path.join(tmp, "extra-vars.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -127,10 +146,19 @@ def play(playbook: str, store: Store, tmp: str, extra: dict[str, t.Any], *, chec
     if verbose:
         cmd.append("-vvv")
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
-                         check=False)
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        seen = 0
+        while proc.poll() is None:
+            lines = command_lines()
+            seen += len(lines)
+            assert not [c for c in lines if PASSPHRASE.encode() in c], "the passphrase is on a command line"
+            time.sleep(0.05)
+        log.seek(0)
+        out = log.read().decode(errors="replace")
     os.unlink(path)
-    return Run(res.returncode, res.stdout)
+    assert seen
+    return Run(proc.returncode, out)
 
 
 def ok(run: Run) -> Run:
@@ -177,6 +205,11 @@ def no_passphrase_anywhere(store: Store, *outputs: str) -> None:
         assert PASSPHRASE not in virsh("dumpxml", *inactive, DOM)
     with open(store.options["sqlite_path"], "rb") as f:
         assert PASSPHRASE.encode() not in f.read()
+    # Module invocations logged to syslog (the lab's rsyslog, tests/lab/syslog.sh).
+    messages = os.path.join(LAB, "syslog", "messages")
+    if os.path.exists(messages):
+        with open(messages, "rb") as f:
+            assert PASSPHRASE.encode() not in f.read()
 
 
 @pytest.mark.parametrize("volume", ["luks-iscsi", "luks-rbd"])
