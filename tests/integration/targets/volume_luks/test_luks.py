@@ -48,6 +48,8 @@ DOM = "ovt-luks-1"
 TID = 399
 IQN = f"{CONFIG.get('lab_tgt_iqn_prefix', 'iqn.2026-11.org.openvolume.lab')}:ovt-luks"
 LUN_FILE = os.path.join(LAB, "tgt", "luns", "ovt-luks.img")
+# LUN 2: a volume with data and no header (a plaintext volume declared encrypted by mistake).
+DATA_FILE = os.path.join(LAB, "tgt", "luns", "ovt-luks-data.img")
 CEPH = ["rbd", "-c", CONFIG.get("lab_ceph_conf", "")]
 IMAGE = f"{CONFIG.get('lab_ceph_pool', 'volumes')}/luks-img-1"
 PASSPHRASE = "ovt-" + pysecrets.token_urlsafe(24)
@@ -85,11 +87,16 @@ def lab() -> t.Iterator[None]:
     domain(DOM)
     # A blank 64 MiB LUN behind a target of our own, with the lab's CHAP account.
     drop_target()
-    if os.path.exists(LUN_FILE):
-        os.unlink(LUN_FILE)
-    subprocess.run(["truncate", "-s", str(64 * MiB), LUN_FILE], check=True)
+    for path in (LUN_FILE, DATA_FILE):
+        if os.path.exists(path):
+            os.unlink(path)
+        subprocess.run(["truncate", "-s", str(64 * MiB), path], check=True)
+    with open(DATA_FILE, "r+b") as f:
+        f.seek(4096)
+        f.write(b"a filesystem that is not encrypted")
     tgtadm("--op", "new", "--mode", "target", "--tid", str(TID), "-T", IQN)
     tgtadm("--op", "new", "--mode", "logicalunit", "--tid", str(TID), "--lun", "1", "-b", LUN_FILE)
+    tgtadm("--op", "new", "--mode", "logicalunit", "--tid", str(TID), "--lun", "2", "-b", DATA_FILE)
     tgtadm("--op", "bind", "--mode", "target", "--tid", str(TID), "-I", "ALL")
     tgtadm("--op", "bind", "--mode", "account", "--tid", str(TID), "--user", CONFIG["lab_tgt_chap_user"])
     rbd("rm", IMAGE, check=False)
@@ -98,13 +105,18 @@ def lab() -> t.Iterator[None]:
     remove_domain(DOM)
     drop_secrets()
     drop_target()
-    if os.path.exists(LUN_FILE):
-        os.unlink(LUN_FILE)
+    for path in (LUN_FILE, DATA_FILE):
+        if os.path.exists(path):
+            os.unlink(path)
     rbd("rm", IMAGE, check=False)
 
 
 def catalogue(passphrase: str = PASSPHRASE) -> dict[str, t.Any]:
+    iscsi = {"target_iqn": IQN, "target_portals": [CONFIG["lab_tgt_portal"]],
+             "auth_username": CONFIG["lab_tgt_chap_user"], "auth_password": CONFIG["lab_tgt_chap_password"],
+             "attach_mode": "qemu", "bus": "scsi", "encrypted": True, "passphrase": passphrase}
     return {
+        "luks-data": dict(iscsi, target_lun=2),
         "luks-iscsi": {
             "target_iqn": IQN, "target_portals": [CONFIG["lab_tgt_portal"]], "target_lun": 1,
             "auth_username": CONFIG["lab_tgt_chap_user"], "auth_password": CONFIG["lab_tgt_chap_password"],
@@ -277,3 +289,19 @@ def test_encrypted_without_a_passphrase_names_the_field(tmp_path: t.Any) -> None
     run = play("attach.yml", store, str(tmp_path), extra)
     assert run.rc != 0
     assert "volume luks-rbd: passphrase (the LUKS passphrase, from a vault like the CHAP secrets) is needed" in run.out
+
+
+def test_a_volume_with_data_and_no_header_is_never_formatted(tmp_path: t.Any) -> None:
+    store = Store("sqlite", str(tmp_path))
+    with open(DATA_FILE, "rb") as f:
+        before = hashlib.sha256(f.read()).hexdigest()
+    extra = {"openvolume_volumes": catalogue(), "volume": "luks-data", "instance": DOM}
+    run = play("attach.yml", store, str(tmp_path), extra)
+    assert run.rc != 0
+    assert "has no LUKS header but holds data in its first 64 KiB" in run.out
+    assert "the earlier steps were rolled back" in run.out
+    with open(DATA_FILE, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == before
+    assert "luks-data" not in disks(DOM)
+    assert not {"openvolume/luks-data", "openvolume/luks-data/luks"} & libvirt_secrets()
+    assert store.state("luks-data", DOM) == "available"
