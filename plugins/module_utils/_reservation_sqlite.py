@@ -219,29 +219,9 @@ class SqliteBackend(Backend):
     def update(
         self, volume_id: str, change: t.Callable[[Volume | None], Volume | None]
     ) -> tuple[Volume | None, Volume | None]:
-        try:
-            # The write lock before the read: the read below is the state the
-            # write replaces, whatever other processes do meanwhile.
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise BackendError(
-                f"sqlite_path: {self.path} stayed locked by another writer ({exc}); nothing was changed, try again"
-            ) from exc
-        except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from exc
-        try:
-            before = self._load(volume_id)
-            after = change(before)
-            if not same(before, after):
-                self._store(volume_id, after)
-            self.conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            self._rollback()
-            raise self._unusable(exc) from exc
-        except BaseException:
-            self._rollback()
-            raise
-        return before, after
+        # The write lock before the read (BEGIN IMMEDIATE in update_many): the
+        # read is the state the write replaces, whatever other processes do.
+        return self.update_many({volume_id: change})[volume_id]
 
     def update_many(
         self, changes: t.Mapping[str, t.Callable[[Volume | None], Volume | None]]
