@@ -4,12 +4,16 @@
 
 The shared part of the libvirt_* modules: one argument spec fragment (``uri``),
 one exception base, libvirt-python's errors turned into messages a user can
-act on, and XML handled as lxml trees (never string templates), compared in
-a normalised form.
+act on, XML handled as lxml trees (never string templates), compared in
+a normalised form, and libvirt's device-removal events for the modules that
+wait for a guest to release a device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import typing as t
 
 from ansible.module_utils.basic import missing_required_lib
@@ -69,11 +73,14 @@ class LibvirtModule:
     ``run_module``, which masks secrets).
     """
 
-    def __init__(self, argument_spec: dict[str, t.Any], **kwargs: t.Any) -> None:
+    def __init__(self, argument_spec: dict[str, t.Any], *, events: bool = False, **kwargs: t.Any) -> None:
         self.module = OpenVolumeModule(argument_spec=dict(uri_spec(), **argument_spec), supports_check_mode=True,
                                        **kwargs)
         check_libraries(self.module)
         self._conn: t.Any = None
+        # Whether the connection is opened with libvirt's event loop running
+        # (a module that waits for device events asks for it).
+        self.events = events
 
     @property
     def params(self) -> dict[str, t.Any]:
@@ -91,8 +98,19 @@ class LibvirtModule:
     def conn(self) -> t.Any:
         """The connection to ``uri``, opened when first needed (bad input fails before it)."""
         if self._conn is None:
-            self._conn = connect(self.params["uri"])
+            self._conn = connect(self.params["uri"], events=self.events)
         return self._conn
+
+    def device_removals(self) -> DeviceRemovals | None:
+        """A watcher of the connection's device-removal events, or None when events are not available.
+
+        Not available: the module did not ask for events, or the connection's
+        driver does not deliver them. The caller then reads the live XML.
+        """
+        if not self.events:
+            return None
+        watcher = DeviceRemovals(self.conn)
+        return watcher if watcher.start() else None
 
     def run(self, handler: t.Callable[[], dict[str, t.Any]], secrets: t.Iterable[str | None] = ()) -> None:
         """Run ``handler``, close the connection, exit with its (masked) result."""
@@ -104,6 +122,8 @@ class LibvirtModule:
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
+                    if self.events:
+                        EVENT_LOOP.stop()
 
         run_module(self.module, handle, secrets)
 
@@ -114,9 +134,16 @@ def _silence(_ctx: t.Any, _err: t.Any) -> None:
     return None
 
 
-def connect(uri: str) -> t.Any:
-    """Open a read-write connection, with an error that names ``uri``."""
+def connect(uri: str, *, events: bool = False) -> t.Any:
+    """Open a read-write connection, with an error that names ``uri``.
+
+    With ``events``, libvirt's default event loop is registered and running
+    first: a connection delivers events only to the loop that was registered
+    when it was opened.
+    """
     libvirt.registerErrorHandler(_silence, None)
+    if events:
+        EVENT_LOOP.start()
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
@@ -162,3 +189,111 @@ def describe(exc: Exception) -> str:
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
         return str(exc.get_error_message())
     return str(exc)
+
+
+# --- events -----------------------------------------------------------------------------
+class _EventLoop:
+    """libvirt-python's default event loop, run in a daemon thread.
+
+    ``virEventRegisterDefaultImpl`` is called once per process, before the
+    connection is opened. From then on the loop must keep running while the
+    connection is open, not only while something waits for an event: the
+    remote driver answers libvirtd's keepalive pings from this loop, and
+    libvirtd drops a connection whose pings go unanswered (after about 30 s
+    with its defaults), which a long step between two waits would cause.
+    """
+
+    def __init__(self) -> None:
+        self._registered = False
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        if not self._registered:
+            libvirt.virEventRegisterDefaultImpl()
+            self._registered = True
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="libvirt-events", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            if libvirt.virEventRunDefaultImpl() < 0:
+                # Only when the loop itself broke; nothing waits on it then,
+                # and a waiter falls back to its own bound.
+                return
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Let the loop's thread end (after the connection is closed); a timer wakes it from its poll."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        self._stopping = True
+
+        def wake(timer: int, _opaque: t.Any) -> None:
+            libvirt.virEventRemoveTimeout(timer)
+
+        libvirt.virEventAddTimeout(0, wake, None)
+        thread.join(timeout)
+        self._thread = None
+
+
+EVENT_LOOP = _EventLoop()
+
+REMOVED = "removed"
+REMOVAL_FAILED = "removal failed"
+
+
+class DeviceRemovals:
+    """libvirt's DEVICE_REMOVED and DEVICE_REMOVAL_FAILED events of one connection.
+
+    Devices are known by their domain's UUID and their alias (libvirt's
+    ``<alias name=...>`` of the live device: ``virtio-disk1``,
+    ``scsi0-0-0-1``, ``ua-...``), which is what both events name. Start the
+    watcher before asking for a removal: an event sent before registration is
+    not delivered later. The callbacks run in the event loop's thread; what
+    they saw is read under a condition the waiter sleeps on.
+    """
+
+    def __init__(self, conn: t.Any) -> None:
+        self.conn = conn
+        self._cond = threading.Condition()
+        self._seen: dict[tuple[str, str], tuple[str, float]] = {}
+        self._ids: list[int] = []
+
+    def start(self) -> bool:
+        """Register for both events on every domain; False when the driver does not deliver them."""
+        try:
+            for event, outcome in ((libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, REMOVED),
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED, REMOVAL_FAILED)):
+                self._ids.append(self.conn.domainEventRegisterAny(None, event, self._callback, outcome))
+        except (libvirt.libvirtError, AttributeError):
+            self.close()
+            return False
+        return True
+
+    def _callback(self, _conn: t.Any, dom: t.Any, alias: str, outcome: str) -> None:
+        with self._cond:
+            # A removal is final; a failure may be followed by a removal the
+            # guest did after all (a later request), which then counts.
+            self._seen[(dom.UUIDString(), alias)] = (outcome, time.monotonic())
+            self._cond.notify_all()
+
+    def outcome(self, uuid: str, alias: str) -> tuple[str, float] | None:
+        """What happened to a device (REMOVED or REMOVAL_FAILED, and when), or None so far."""
+        with self._cond:
+            return self._seen.get((uuid, alias))
+
+    def wait(self, keys: t.Collection[tuple[str, str]], timeout: float) -> bool:
+        """Sleep until one of ``keys`` (domain UUID, alias) has an outcome, at most ``timeout`` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: any(k in self._seen for k in keys), timeout=max(timeout, 0.0))
+
+    def close(self) -> None:
+        """Deregister the callbacks (the connection stays open)."""
+        while self._ids:
+            callback_id = self._ids.pop()
+            # A connection that went away took its registrations with it.
+            with contextlib.suppress(libvirt.libvirtError):
+                self.conn.domainEventDeregisterAny(callback_id)

@@ -22,7 +22,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
-from ansible_collections.openvolume.compute.plugins.module_utils._common import skip_if_check_mode, wait_until
+from ansible_collections.openvolume.compute.plugins.module_utils._common import skip_if_check_mode
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
 from ansible_collections.openvolume.compute.plugins.module_utils._luks import Credentials, LuksError, LuksVolume
 from ansible_collections.openvolume.compute.plugins.module_utils._rbd import Rbd, RbdError, sharing_blockers
@@ -533,6 +533,10 @@ class Domain:
             out["config"] = self.config
         return out
 
+    @property
+    def uuid(self) -> str:
+        return str(self.dom.UUIDString())
+
 
 FLAG = {"live": "VIR_DOMAIN_AFFECT_LIVE", "config": "VIR_DOMAIN_AFFECT_CONFIG"}
 VIEW_TITLE = {"live": "live", "config": "persistent config"}
@@ -892,45 +896,66 @@ class LibvirtDisks:
 
         A guest takes its time to release a disk (seconds, when it runs an
         OS); one after the other, twenty disks would cost twenty such waits.
-        Each outcome's ``disk.waited`` is how long that disk took to leave the
-        live domain. A disk that does not leave within ``timeout`` fails the
-        call after the others' persistent configs were updated.
+        The wait is driven by libvirt's DEVICE_REMOVED events (see
+        ``_wait_released``). Each outcome's ``disk.waited`` is how long that
+        disk took to leave the live domain and ``disk.released_by`` what told.
+        A disk that does not leave within ``timeout``, or that the guest
+        refuses to release (DEVICE_REMOVAL_FAILED), fails the call after the
+        others' persistent configs were updated; it stays attached, live and
+        persistent.
         """
         outcomes: list[dict[str, t.Any]] = []
         pending: list[_LiveDetach] = []
         error: LibvirtError | None = None
-        for spec in specs:
-            try:
-                outcome, job = self._begin_absent(spec, missing_domain)
-            except LibvirtError as exc:
-                # Finish what was asked for already before failing: a disk
-                # the guest released must leave the persistent config too.
-                error = exc
-                break
-            outcomes.append(outcome)
-            if job is not None:
-                pending.append(job)
-        stuck = self._wait_released([j for j in pending if j.live is not None], timeout)
+        # Registered before the first removal is asked for: an event libvirt
+        # sends before that is never delivered.
+        events = self._watch_removals()
+        try:
+            for spec in specs:
+                try:
+                    outcome, job = self._begin_absent(spec, missing_domain)
+                except LibvirtError as exc:
+                    # Finish what was asked for already before failing: a disk
+                    # the guest released must leave the persistent config too.
+                    error = exc
+                    break
+                outcomes.append(outcome)
+                if job is not None:
+                    pending.append(job)
+            stuck, refused = self._wait_released([j for j in pending if j.live is not None], timeout, events)
+        finally:
+            if events is not None:
+                events.close()
         for job in pending:
-            if job not in stuck and job.config is not None:
+            if job not in stuck and job not in refused and job.config is not None:
                 self._detach_config(job.dom, job.spec, job.config)
         if not self.module.check_mode:
             for dom in {id(j.dom): j.dom for j in pending if j.live is not None or j.config is not None}.values():
                 dom.refresh()
         if error is not None:
             raise error
-        if stuck:
-            first = stuck[0]
-            others = "".join(f"; also {j.spec.label} ({j.target}) of {j.dom.name}" for j in stuck[1:])
-            raise LibvirtError(
-                f"{first.spec.where}detach_timeout: the guest of {first.dom.name} did not release {first.spec.label} "
-                f"({first.target}) within {timeout:g}s{others}; the disk is still attached (live and persistent). "
-                "A guest without an OS or without hot-unplug support never releases a virtio disk: shut the domain "
-                "down, or retry with a longer detach_timeout",
-                still_attached=True, target_dev=first.target, disk=first.shown,
-                stuck=[j.shown for j in stuck],
-            )
+        if refused or stuck:
+            raise self._not_released(refused, stuck, timeout)
         return outcomes
+
+    @staticmethod
+    def _not_released(refused: list[_LiveDetach], stuck: list[_LiveDetach], timeout: float) -> LibvirtError:
+        """The error for disks still attached after the wait: refused by the guest first, then timed out."""
+        first = (refused or stuck)[0]
+        others = "".join(f"; also {j.spec.label} ({j.target}) of {j.dom.name}"
+                         f"{' (refused)' if j in refused else ''}" for j in [*refused, *stuck] if j is not first)
+        if refused:
+            msg = (f"{first.spec.where}detaching {first.spec.label} ({first.target}) from {first.dom.name} failed: "
+                   f"the guest refused to release the disk (libvirt's DEVICE_REMOVAL_FAILED event){others}; the disk "
+                   "is still attached (live and persistent). The guest may still be using it (a mounted filesystem, "
+                   "a busy device): release it inside the guest and retry, or shut the domain down")
+        else:
+            msg = (f"{first.spec.where}detach_timeout: the guest of {first.dom.name} did not release "
+                   f"{first.spec.label} ({first.target}) within {timeout:g}s{others}; the disk is still attached "
+                   "(live and persistent). A guest without an OS or without hot-unplug support never releases a "
+                   "virtio disk: shut the domain down, or retry with a longer detach_timeout")
+        return LibvirtError(msg, still_attached=True, target_dev=first.target, disk=first.shown,
+                            stuck=[j.shown for j in [*refused, *stuck]])
 
     def _begin_absent(self, spec: DiskSpec, missing_domain: str) -> tuple[dict[str, t.Any], _LiveDetach | None]:
         """The outcome of detaching ``spec`` (before/after) and, if it is attached, its removal asked for."""
@@ -943,7 +968,7 @@ class LibvirtDisks:
                 f"{spec.where}domain {spec.domain} does not exist on this host (destroyed and undefined); "
                 f"its disk {spec.serial or spec.target_dev or ''} went with it")
             gone = {"domain": spec.domain, "serial": spec.serial, "target_dev": spec.target_dev,
-                    "domain_missing": True, "waited": 0.0}
+                    "domain_missing": True, "waited": 0.0, "released_by": None}
             return {"changed": False, "applied_to": [], "diff": {"before": {}, "after": {}}, "disk": gone}, None
         found = {view: find_disk(root, spec) for view, root in dom.views().items()}
         present = [view for view, d in found.items() if d is not None]
@@ -951,6 +976,7 @@ class LibvirtDisks:
         disk = (dict(disk_info(existing), domain=dom.name, xml=normalise(existing)) if existing is not None
                 else {"domain": dom.name, "serial": spec.serial, "target_dev": spec.target_dev})
         disk["waited"] = 0.0
+        disk["released_by"] = None
         before = {view: (normalise(d) if d is not None else "") for view, d in found.items()}
         outcome = {"changed": bool(present), "applied_to": present, "disk": disk,
                    "diff": {"before": before, "after": {view: "" for view in found}}}
@@ -960,6 +986,21 @@ class LibvirtDisks:
         if job.live is not None:
             self._request_live(job, first=True)
         return outcome, job
+
+    def _watch_removals(self) -> lv.DeviceRemovals | None:
+        """The device-removal events of the connection, registered now (None: not available, or check mode).
+
+        The domains read before the registration are read once more: a disk
+        that left in between would send its DEVICE_REMOVED to nobody, so it
+        must not be waited for.
+        """
+        if self.module.check_mode:
+            return None
+        events = self.module.device_removals()
+        if events is not None:
+            for dom in self._domains.values():
+                dom.refresh()
+        return events
 
     @skip_if_check_mode
     def _detach_config(self, dom: Domain, spec: DiskSpec, disk: t.Any) -> None:
@@ -971,52 +1012,105 @@ class LibvirtDisks:
 
     @skip_if_check_mode
     def _request_live(self, job: _LiveDetach, *, first: bool = False) -> None:
-        """Ask the guest to release the disk (again); mark the job done if it is gone already."""
+        """Ask the guest to release the disk (again); mark the job done if it is gone already.
+
+        By the device's alias when it has one: libvirt's detachDeviceAlias
+        only sends the request and returns, while detachDeviceFlags waits up
+        to 5 seconds for the guest, per disk, before it returns (the
+        removal then goes on in the background either way).
+        """
         if first:
             job.started = time.monotonic()
         try:
+            if job.alias and job.by_alias:
+                try:
+                    job.dom.dom.detachDeviceAlias(job.alias, lv.libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                    return
+                except lv.libvirt.libvirtError as exc:
+                    if lv.error_code(exc) != lv.libvirt.VIR_ERR_NO_SUPPORT:
+                        raise
+                    job.by_alias = False  # a driver without it: the device's XML, as before
             job.dom.dom.detachDeviceFlags(job.xml, lv.libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except lv.libvirt.libvirtError as exc:
             # "already in the process of unplug" is the guest still thinking.
-            if "unplug" not in lv.describe(exc) and not job.gone(lv.domain_xml(job.dom.dom, inactive=False)):
-                raise LibvirtError(f"{job.spec.where}detaching {job.spec.label} failed: {lv.describe(exc)}") from None
+            if "unplug" in lv.describe(exc):
+                return
+            if job.gone(lv.domain_xml(job.dom.dom, inactive=False)):
+                job.release("live_xml")
+                return
+            raise LibvirtError(f"{job.spec.where}detaching {job.spec.label} failed: {lv.describe(exc)}") from None
 
-    def _wait_released(self, jobs: list[_LiveDetach], timeout: float) -> list[_LiveDetach]:
-        """Wait for all ``jobs`` together; return those still attached at the end.
+    def _wait_released(self, jobs: list[_LiveDetach], timeout: float,
+                       events: lv.DeviceRemovals | None) -> tuple[list[_LiveDetach], list[_LiveDetach]]:
+        """Wait for all ``jobs`` together; return those still attached at the end: (timed out, refused).
 
-        detachDeviceFlags only asks the guest; the device leaves when the
-        guest acks (libvirt's DEVICE_REMOVED). Ask again now and then, as Nova
-        does, within one bound on the total time; the live XML is what tells
-        (one read per domain per round), so no event loop thread is needed in
-        a short-lived module.
+        detachDeviceFlags/detachDeviceAlias only ask the guest; the device
+        leaves when the guest acks, and libvirt then sends DEVICE_REMOVED
+        naming the device's alias, or DEVICE_REMOVAL_FAILED when the guest
+        said no. The wait sleeps until such an event arrives. A disk without
+        an alias, or a connection without events, falls back to reading the
+        live XML every 0.1 s. Requests are repeated now and then, as Nova
+        does, within one bound on the total time; a last read of the live
+        XML before giving up keeps a lost event from failing a disk that left.
         """
         if self.module.check_mode or not jobs:
-            return []
+            return [], []
         interval = min(5.0, max(timeout / 3, 0.5))
         # Every disk gets at least ``timeout`` from its own request.
         deadline = max(j.started for j in jobs) + timeout
-        waiting = list(jobs)
+        watched = [j for j in jobs if events is not None and j.alias]
+        waiting = [j for j in jobs if not j.done]
+        refused: list[_LiveDetach] = []
 
-        def poll() -> bool:
-            now = time.monotonic()
-            lives: dict[str, t.Any] = {}
-            for job in list(waiting):
-                if job.dom.name not in lives:
-                    lives[job.dom.name] = lv.domain_xml(job.dom.dom, inactive=False)
-                if job.gone(lives[job.dom.name]):
-                    job.shown["waited"] = round(now - job.started, 2)
+        def settle() -> None:
+            """Take what the events said, then read the live XML for the disks no event covers."""
+            if events is not None:
+                for job in [j for j in waiting if j in watched]:
+                    seen = events.outcome(*job.key)
+                    if seen is None:
+                        continue
                     waiting.remove(job)
-            return not waiting
+                    if seen[0] == lv.REMOVED:
+                        job.release("event", at=seen[1])
+                    else:
+                        job.shown["waited"] = round(seen[1] - job.started, 2)
+                        refused.append(job)
+            self._read_live([j for j in waiting if j not in watched], waiting)
 
-        while not poll():
-            left = deadline - time.monotonic()
-            if left <= 0 or wait_until(poll, timeout=min(interval, left)):
+        next_request = time.monotonic() + interval
+        settle()
+        while waiting:
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            for job in waiting:
-                self._request_live(job)
+            if now >= next_request:
+                for job in waiting:
+                    self._request_live(job)
+                waiting[:] = [j for j in waiting if not j.done]
+                next_request = now + interval
+            step = min(next_request, deadline) - now
+            if any(j not in watched for j in waiting):
+                step = min(step, 0.1)
+            if events is not None and watched:
+                events.wait([j.key for j in waiting if j in watched], step)
+            else:
+                time.sleep(step)
+            settle()
+        self._read_live(list(waiting), waiting)
         for job in waiting:
             job.shown["waited"] = round(time.monotonic() - job.started, 2)
-        return waiting
+        return waiting, refused
+
+    @staticmethod
+    def _read_live(jobs: list[_LiveDetach], waiting: list[_LiveDetach]) -> None:
+        """Release the ``jobs`` whose disk the live XML no longer shows (one read per domain)."""
+        lives: dict[str, t.Any] = {}
+        for job in jobs:
+            if job.dom.name not in lives:
+                lives[job.dom.name] = lv.domain_xml(job.dom.dom, inactive=False)
+            if job.gone(lives[job.dom.name]):
+                job.release("live_xml")
+                waiting.remove(job)
 
 
 @dataclass(eq=False)
@@ -1029,6 +1123,9 @@ class _LiveDetach:
     config: t.Any
     shown: dict[str, t.Any]
     started: float = 0.0
+    done: bool = False
+    # Whether the domain's driver takes detachDeviceAlias (see _request_live).
+    by_alias: bool = True
 
     @property
     def xml(self) -> str:
@@ -1037,6 +1134,23 @@ class _LiveDetach:
     @property
     def target(self) -> str:
         return str(disk_info(self.live if self.live is not None else self.config)["target_dev"])
+
+    @property
+    def alias(self) -> str | None:
+        """The live device's alias (libvirt gives every live device one), what the removal events name."""
+        alias = self.live.find("alias") if self.live is not None else None
+        return alias.get("name") if alias is not None else None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """How the events name this disk: (domain UUID, alias)."""
+        return (self.dom.uuid, str(self.alias))
+
+    def release(self, by: str, at: float | None = None) -> None:
+        """The disk left the live domain (``by``: what told, at the monotonic time ``at``, now if None)."""
+        self.done = True
+        self.shown["waited"] = round((time.monotonic() if at is None else at) - self.started, 2)
+        self.shown["released_by"] = by
 
     def gone(self, live_root: t.Any) -> bool:
         """Whether the live domain ``live_root`` no longer has this disk's target."""

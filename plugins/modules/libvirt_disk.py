@@ -431,6 +431,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk i
 def main() -> None:
     module = LibvirtModule(
         argument_spec(),
+        events=True,
         mutually_exclusive=[("disks", "domain"), ("disks", "source"), ("disks", "target_dev"), ("disks", "serial")],
         required_one_of=[("disks", "domain")],
     )

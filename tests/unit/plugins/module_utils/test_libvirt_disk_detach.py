@@ -75,6 +75,8 @@ def _disks(domains: list[FakeDomain], check_mode: bool = False) -> LibvirtDisks:
     conn = mock.MagicMock()
     conn.lookupByName.side_effect = {d.name(): d for d in domains}.__getitem__
     module = mock.MagicMock(conn=conn, check_mode=check_mode)
+    # No events: the live XML tells (the fallback for connections without them).
+    module.device_removals.return_value = None
     return LibvirtDisks(module)
 
 
