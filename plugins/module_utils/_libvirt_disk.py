@@ -537,6 +537,26 @@ class Domain:
     def uuid(self) -> str:
         return str(self.dom.UUIDString())
 
+    # Check mode changes nothing in libvirt, so the domain is not read again
+    # after a step; these two change the trees read before instead, as the
+    # step would have, so that a batch's later entries see what a real run
+    # sees (the next free target_dev, a disk detached and attached again).
+    def assume_attached(self, disk: t.Any, views: t.Iterable[str]) -> None:
+        """Check mode: ``disk`` as if attached to ``views``."""
+        for view in views:
+            root = self.views().get(view)
+            if root is not None:
+                devices = root.find("devices")
+                if devices is None:
+                    devices = lv.etree.SubElement(root, "devices")
+                devices.append(lv.etree.fromstring(lv.etree.tostring(disk)))
+
+    def assume_detached(self, *disks: t.Any) -> None:
+        """Check mode: ``disks`` (elements of the trees, or None) as if detached."""
+        for disk in disks:
+            if disk is not None and disk.getparent() is not None:
+                disk.getparent().remove(disk)
+
 
 FLAG = {"live": "VIR_DOMAIN_AFFECT_LIVE", "config": "VIR_DOMAIN_AFFECT_CONFIG"}
 VIEW_TITLE = {"live": "live", "config": "persistent config"}
@@ -600,6 +620,8 @@ class LibvirtDisks:
         if missing and self._attach(dom, spec, new, missing):
             dom.refresh()
             after = {view: normalise(self._attached_in(dom, spec, view, root)) for view, root in dom.views().items()}
+        elif missing:
+            dom.assume_attached(new, missing)  # check mode
         shown = existing if existing is not None else new
         result: dict[str, t.Any] = {
             "changed": bool(missing), "applied_to": missing, "diff": {"before": before, "after": after},
@@ -929,8 +951,14 @@ class LibvirtDisks:
         for job in pending:
             if job not in stuck and job not in refused and job.config is not None:
                 self._detach_config(job.dom, job.spec, job.config)
-        if not self.module.check_mode:
-            for dom in {id(j.dom): j.dom for j in pending if j.live is not None or j.config is not None}.values():
+        touched = {id(j.dom): j.dom for j in pending if j.live is not None or j.config is not None}.values()
+        if self.module.check_mode:
+            # What the real run leaves behind, for the entries after these in
+            # a batch (a disk detached and attached again, a freed target_dev).
+            for job in pending:
+                job.dom.assume_detached(job.live, job.config)
+        else:
+            for dom in touched:
                 dom.refresh()
         if error is not None:
             raise error
