@@ -970,13 +970,13 @@ class LibvirtDisks:
     def _not_released(refused: list[_LiveDetach], stuck: list[_LiveDetach], timeout: float) -> LibvirtError:
         """The error for disks still attached after the wait: refused by the guest first, then timed out."""
         first = (refused or stuck)[0]
-        others = "".join(f"; also {j.spec.label} ({j.target}) of {j.dom.name}"
-                         f"{' (refused)' if j in refused else ''}" for j in [*refused, *stuck] if j is not first)
+        others = "".join(f"; also {j.spec.label} ({j.target}, {'refused' if j in refused else 'not released'})"
+                         for j in [*refused, *stuck] if j is not first)
         if refused:
-            msg = (f"{first.spec.where}detaching {first.spec.label} ({first.target}) from {first.dom.name} failed: "
-                   f"the guest refused to release the disk (libvirt's DEVICE_REMOVAL_FAILED event){others}; the disk "
-                   "is still attached (live and persistent). The guest may still be using it (a mounted filesystem, "
-                   "a busy device): release it inside the guest and retry, or shut the domain down")
+            msg = (f"{first.spec.where}detaching {first.spec.label} ({first.target}) failed: the guest of "
+                   f"{first.dom.name} refused to release the disk (libvirt's DEVICE_REMOVAL_FAILED event){others}; "
+                   "the disk is still attached (live and persistent). The guest may still be using it (a mounted "
+                   "filesystem, a busy device): release it inside the guest and retry, or shut the domain down")
         else:
             msg = (f"{first.spec.where}detach_timeout: the guest of {first.dom.name} did not release "
                    f"{first.spec.label} ({first.target}) within {timeout:g}s{others}; the disk is still attached "

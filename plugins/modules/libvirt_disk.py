@@ -32,6 +32,11 @@ description:
     O(detach_timeout). A guest that never releases the disk (for example a virtio disk of a domain without an
     OS) makes the task fail and say the disk is still attached; the persistent config is changed only after
     the live detach succeeded.
+  - The wait ends on libvirt's C(DEVICE_REMOVED) event for the disk's alias (the module runs libvirt's event loop
+    for its connection), not on repeated reads of the domain's XML. A C(DEVICE_REMOVAL_FAILED) event (the guest
+    refused the unplug) fails the task at once, naming the disk and the domain, with the disk still attached live
+    and persistent, as after a timeout. A connection whose driver sends no such events, or a disk without an
+    alias, falls back to reading the live XML; RV(disk.released_by) says which told.
   - With O(disks), many disks of one or more domains in one task; when one fails, the disks this task attached
     are detached again.
   - Runs on the compute host. Needs libvirt-python and lxml there.
@@ -213,6 +218,8 @@ options:
       - Seconds to wait for the guest to release a detached disk.
       - With several detaches in O(disks), every removal is asked for first and all are waited for together, each
         for at most this long from its own request; RV(disk.waited) says how long each took.
+      - A disk the guest refuses to release (libvirt's C(DEVICE_REMOVAL_FAILED) event) fails the task without
+        waiting this long.
     type: float
     default: 30
   size:
@@ -410,6 +417,15 @@ disk:
       type: float
       returned: with O(state=absent)
       sample: 1.52
+    released_by:
+      description:
+        - With O(state=absent), what told that the disk left the live domain - V(event) (libvirt's
+          C(DEVICE_REMOVED) event for the disk's alias, the normal case), V(live_xml) (the live XML no longer showed
+          it - a connection without device events, a disk without an alias, or one gone before its removal was
+          asked for), or V(null) (the disk was not in the live domain, check mode, or it was not released).
+      type: str
+      returned: with O(state=absent)
+      sample: event
 size:
   description: With O(size), the live disk's size in bytes before and after (C(before), C(after)).
   returned: with O(size), when the domain runs or is paused
@@ -417,8 +433,8 @@ size:
   sample: {before: 67108864, after: 134217728}
 disks:
   description:
-    - One entry per O(disks) item, the keys of RV(disk) (with O(state=absent) C(waited)) plus C(changed), C(state)
-      and, with O(size), C(size).
+    - One entry per O(disks) item, the keys of RV(disk) (with O(state=absent) C(waited) and C(released_by)) plus
+      C(changed), C(state) and, with O(size), C(size).
   returned: with O(disks)
   type: list
   elements: dict

@@ -8,12 +8,14 @@ guest acking the unplug), or never.
 from __future__ import annotations
 
 import time
+import typing as t
 from unittest import mock
 
 import libvirt
 import pytest
 from lxml import etree
 
+from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk import DiskSpec, LibvirtDisks, apply_all
 
@@ -137,3 +139,91 @@ def test_a_refused_request_fails_after_the_disks_already_asked_for_are_done() ->
     assert "detaching" in err.value.msg and "failed" in err.value.msg
     # vdb was asked for first: it left the live domain and then the persistent config.
     assert vm.live == {"vdc"} and vm.config == {"vdc"}
+
+
+# --- DEVICE_REMOVAL_FAILED: the error it maps to ------------------------------------------
+# A guest refuses an unplug only when it runs an OS that answers the ACPI
+# eject request with a failure (libvirt then sends DEVICE_REMOVAL_FAILED);
+# the lab's domains have no OS, so only the mapping of the event to the
+# module's error is tested here, with a fake domain and fake events.
+class AliasedDomain(FakeDomain):
+    """A FakeDomain whose live disks carry libvirt's aliases and that detaches by alias."""
+
+    def __init__(self, name: str, delays: dict[str, float | None], events: FakeRemovals) -> None:
+        super().__init__(name, delays)
+        self.events = events
+
+    def UUIDString(self) -> str:  # noqa: N802
+        return f"uuid-{self._name}"
+
+    def XMLDesc(self, flags: int) -> str:  # noqa: N802
+        xml = super().XMLDesc(flags)
+        if flags & libvirt.VIR_DOMAIN_XML_INACTIVE:
+            return xml
+        root = etree.fromstring(xml.encode())
+        for disk in root.findall("./devices/disk"):
+            etree.SubElement(disk, "alias", name=f"virtio-{disk.find('target').get('dev')}")
+        return etree.tostring(root).decode()
+
+    def detachDeviceAlias(self, alias: str, flags: int) -> None:  # noqa: N802
+        target = alias.removeprefix("virtio-")
+        self.calls.append((time.monotonic(), target, flags))
+        if target in self.refuse:
+            self.events.seen[(self.UUIDString(), alias)] = (lv.REMOVAL_FAILED, time.monotonic())
+        else:
+            self.live.discard(target)
+            self.events.seen[(self.UUIDString(), alias)] = (lv.REMOVED, time.monotonic())
+
+
+class FakeRemovals:
+    """Stands in for lv.DeviceRemovals: the domain reports each outcome as it happens."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], tuple[str, float]] = {}
+        self.closed = False
+
+    def outcome(self, uuid: str, alias: str) -> tuple[str, float] | None:
+        return self.seen.get((uuid, alias))
+
+    def wait(self, keys: t.Collection[tuple[str, str]], timeout: float) -> bool:
+        return any(k in self.seen for k in keys)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_refused_removal_fails_naming_the_disk_and_the_domain() -> None:
+    events = FakeRemovals()
+    vm = AliasedDomain("vm7", {"vdb": 0.0, "vdc": 0.0}, events)
+    vm.refuse.add("vdc")
+    disks = _disks([vm])
+    disks.module.device_removals.return_value = events
+    with pytest.raises(LibvirtError) as err:
+        apply_all(disks, [_absent("vm7", "vdb"), _absent("vm7", "vdc")], timeout=30)
+    msg = err.value.msg
+    assert msg.startswith("detaching disk vol-vdc of vm7 (vdc) failed: the guest of vm7 refused"), msg
+    assert "DEVICE_REMOVAL_FAILED" in msg and "still attached (live and persistent)" in msg
+    assert err.value.details["still_attached"] is True and err.value.details["target_dev"] == "vdc"
+    assert [d["serial"] for d in err.value.details["stuck"]] == ["vol-vdc"]
+    # Not a timeout: the refusal ends the wait for that disk at once.
+    assert err.value.details["disk"]["waited"] < 1.0
+    # The released disk left the persistent config; the refused one is still attached everywhere.
+    assert vm.live == {"vdc"} and vm.config == {"vdc"}
+    assert events.closed
+
+
+def test_a_refusal_and_a_timeout_are_both_named() -> None:
+    events = FakeRemovals()
+    vm = AliasedDomain("vm8", {"vdb": NEVER, "vdc": 0.0}, events)
+    vm.refuse.add("vdc")
+    vm.detachDeviceAlias = lambda alias, flags: (  # type: ignore[method-assign]
+        None if alias == "virtio-vdb" else AliasedDomain.detachDeviceAlias(vm, alias, flags))
+    disks = _disks([vm])
+    disks.module.device_removals.return_value = events
+    with pytest.raises(LibvirtError) as err:
+        apply_all(disks, [_absent("vm8", "vdb"), _absent("vm8", "vdc")], timeout=0.5)
+    assert "refused" in err.value.msg and "(vdc)" in err.value.msg
+    assert "; also disk vol-vdb of vm8 (vdb, not released)" in err.value.msg
+    assert [d["serial"] for d in err.value.details["stuck"]] == ["vol-vdc", "vol-vdb"]
+    assert vm.live == {"vdb", "vdc"} and vm.config == {"vdb", "vdc"}
+
