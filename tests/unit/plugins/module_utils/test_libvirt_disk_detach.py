@@ -226,4 +226,3 @@ def test_a_refusal_and_a_timeout_are_both_named() -> None:
     assert "; also disk vol-vdb of vm8 (vdb, not released)" in err.value.msg
     assert [d["serial"] for d in err.value.details["stuck"]] == ["vol-vdc", "vol-vdb"]
     assert vm.live == {"vdb", "vdc"} and vm.config == {"vdb", "vdc"}
-
