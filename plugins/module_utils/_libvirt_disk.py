@@ -13,6 +13,7 @@ does not release a virtio disk leaves it attached although libvirt's call
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import socket
 import string
@@ -1112,10 +1113,16 @@ class LibvirtDisks:
             if now >= deadline:
                 break
             if now >= next_request:
-                for job in waiting:
-                    self._request_live(job)
+                settle()  # no request for a disk whose event came in just now
+                for job in list(waiting):
+                    # A repeated request only nudges the guest: its failure
+                    # (the domain busy, say) leaves the outcome to the wait.
+                    with contextlib.suppress(LibvirtError):
+                        self._request_live(job)
                 waiting[:] = [j for j in waiting if not j.done]
                 next_request = now + interval
+                if not waiting:
+                    break
             step = min(next_request, deadline) - now
             if any(j not in watched for j in waiting):
                 step = min(step, 0.1)

@@ -186,7 +186,10 @@ class FakeRemovals:
         return self.seen.get((uuid, alias))
 
     def wait(self, keys: t.Collection[tuple[str, str]], timeout: float) -> bool:
-        return any(k in self.seen for k in keys)
+        if any(k in self.seen for k in keys):
+            return True
+        time.sleep(min(timeout, 0.01))
+        return False
 
     def close(self) -> None:
         self.closed = True
