@@ -1064,7 +1064,11 @@ class LibvirtDisks:
             # "already in the process of unplug" is the guest still thinking.
             if "unplug" in lv.describe(exc):
                 return
-            if job.gone(lv.domain_xml(job.dom.dom, inactive=False)):
+            live = _live_or_none(job.dom.dom)
+            if live is None:
+                job.release("domain_stopped")
+                return
+            if job.gone(live):
                 job.release("live_xml")
                 return
             raise LibvirtError(f"{job.spec.where}detaching {job.spec.label} failed: {lv.describe(exc)}") from None
@@ -1142,10 +1146,29 @@ class LibvirtDisks:
         lives: dict[str, t.Any] = {}
         for job in jobs:
             if job.dom.name not in lives:
-                lives[job.dom.name] = lv.domain_xml(job.dom.dom, inactive=False)
-            if job.gone(lives[job.dom.name]):
+                lives[job.dom.name] = _live_or_none(job.dom.dom)
+            if lives[job.dom.name] is None:
+                # The domain stopped (or went away) during the wait: it has
+                # no live disks left; the persistent config was already done.
+                job.release("domain_stopped")
+                waiting.remove(job)
+            elif job.gone(lives[job.dom.name]):
                 job.release("live_xml")
                 waiting.remove(job)
+
+
+def _live_or_none(dom: t.Any) -> t.Any | None:
+    """The domain's live XML, or None once it no longer runs (stopped, destroyed, undefined)."""
+    try:
+        return lv.domain_xml(dom, inactive=False) if dom.isActive() else None
+    except lv.libvirt.libvirtError:
+        try:
+            active = bool(dom.isActive())
+        except lv.libvirt.libvirtError:
+            return None
+        if active:
+            raise
+        return None
 
 
 @dataclass(eq=False)

@@ -422,7 +422,8 @@ disk:
         - With O(state=absent), what told that the disk left the live domain - V(event) (libvirt's
           C(DEVICE_REMOVED) event for the disk's alias, the normal case), V(live_xml) (the live XML no longer showed
           it - a connection without device events, a disk without an alias, or one gone before its removal was
-          asked for), or V(null) (the disk was not in the live domain, check mode, or it was not released).
+          asked for), V(domain_stopped) (the domain stopped or was destroyed during the wait, so no live disk is
+          left), or V(null) (the disk was not in the live domain, check mode, or it was not released).
       type: str
       returned: with O(state=absent)
       sample: event
