@@ -418,8 +418,8 @@ disk:
       description:
         - With O(source.encryption), when the disk was (or in check mode would be) hot-plugged - C(format)
           (V(luks)), C(header) (V(found) - it had one and the passphrase opens it; V(written) - the blank volume got
-          one; V(absent) - check mode, it would get one; V(unknown) - check mode before the libvirt secrets or the host's device exist, C(note) says which)
-          and C(formatted) (whether a header was, or would be, written).
+          one; V(absent) - check mode, it would get one; V(unknown) - check mode before the libvirt secrets or the
+          host's device exist, C(note) says which) and C(formatted) (whether a header was, or would be, written).
       type: dict
       returned: with O(source.encryption), when the disk was missing
       sample: {format: luks, header: written, formatted: true}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.openvolume.compute.plugins.module_utils import _luks
 from ansible_collections.openvolume.compute.plugins.module_utils._luks import (
     AUTH_ID,
     LUKS_MAGIC,
@@ -26,7 +27,6 @@ from ansible_collections.openvolume.compute.plugins.module_utils._luks import (
     protocol_options,
     qemu_opts,
 )
-from ansible_collections.openvolume.compute.plugins.module_utils import _luks
 
 PASSPHRASE = b"correct horse, battery staple"
 
