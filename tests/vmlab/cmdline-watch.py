@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Record every process's command line until a flag file goes away.
 
-Usage: cmdline-watch.py FLAG OUT
+Usage: python3 cmdline-watch.py FLAG OUT
 
 Reads /proc/PID/cmdline (what any local user can read) of every process
 every 50 ms while FLAG exists, then writes the distinct command lines to OUT
