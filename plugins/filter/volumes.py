@@ -494,12 +494,6 @@ def attach_plan(
             action = "attach"
         data = conn["data"]
         secret_usage = f"openvolume/{vid}" if data.get("auth_username") else None
-        if data.get("encrypted") and mode == "host":
-            # QEMU decrypts in qemu mode and for RBD; host mode would need
-            # cryptsetup (os-brick's LuksEncryptor) on the host, not done yet.
-            raise AnsibleFilterError(
-                f"volume_attach: volume {vid} is encrypted: attach it in qemu mode (attach_mode: qemu), where QEMU "
-                "decrypts it; host mode does not support encrypted volumes yet")
         multipath = bool(req.get("multipath", entry.get("multipath", False))) and mode == "host"
         ifaces = req.get("ifaces") or entry.get("ifaces")
         if ifaces is not None and (not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces)):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
 from ansible_collections.openvolume.compute.plugins.module_utils._common import skip_if_check_mode
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
-from ansible_collections.openvolume.compute.plugins.module_utils._luks import Credentials, LuksError, LuksVolume
+from ansible_collections.openvolume.compute.plugins.module_utils._luks import Credentials, LuksError, luks_volume
 from ansible_collections.openvolume.compute.plugins.module_utils._rbd import Rbd, RbdError, sharing_blockers
 
 BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
@@ -656,8 +656,8 @@ class LibvirtDisks:
             return {"format": "luks", "header": "unknown", "formatted": False,
                     "note": "check mode: the libvirt secrets are not defined yet, the volume was not read"}
         usage = encryption.get("secret_usage") or encryption.get("secret_uuid") or ""
-        volume = LuksVolume(self.module.module, src, Credentials(passphrase=passphrase, auth=credential),
-                            where=spec.where, label=spec.label, secret=usage)
+        volume = luks_volume(self.module.module, src, Credentials(passphrase=passphrase, auth=credential),
+                             where=spec.where, label=spec.label, secret=usage)
         try:
             return volume.ensure()
         except LuksError as exc:

@@ -26,6 +26,15 @@ The passphrase, the CHAP password and the cephx key reach QEMU's tools as
 ``--object secret,...,file=`` files of mode 0600 in a directory of mode
 0700 that lives only for the call; never on a command line, in the
 environment or in a result.
+
+A host block device (host mode: the multipath map or by-path link of a
+kernel iSCSI session) has a backend of its own, ``HostDeviceLuks``, with
+``cryptsetup`` as os-brick's LuksEncryptor uses it: ``isLuks`` tells a
+header, ``luksFormat --type luks1`` writes one (LUKS1: QEMU's luks driver
+opens nothing else) and ``open --test-passphrase`` checks the passphrase,
+which reaches cryptsetup on its standard input (``--key-file=-``), never on
+its command line. The decisions (header, blank, data; LUKS1 only; written
+once) are ``LuksVolume.ensure``'s for both.
 """
 
 from __future__ import annotations
@@ -51,6 +60,17 @@ ISCSI_PORT = 3260
 # reads 0 after its first ~20 ms round: a kernel that accounts CPU time by
 # ticks can report that on a busy host. Another try measures again.
 CREATE_TRIES = 3
+# The header's version (big-endian, after the magic): QEMU opens 1 only.
+LUKS_VERSION_1 = b"\x00\x01"
+# Where each tool comes from, for the error when it is missing.
+PACKAGES = {
+    "qemu-img": "Debian: qemu-utils, RHEL: qemu-img",
+    "qemu-io": "Debian: qemu-utils, RHEL: qemu-img",
+    "cryptsetup": "Debian: cryptsetup-bin, RHEL: cryptsetup",
+}
+# luksFormat's choices spelt out rather than left to the distribution's
+# defaults, which may change: all three are what QEMU's luks driver opens.
+CRYPTSETUP_FORMAT = ["--type", "luks1", "--cipher", "aes-xts-plain64", "--key-size", "256", "--hash", "sha256"]
 # The QEMU secret objects' ids.
 PASSPHRASE_ID = "ovluks"
 AUTH_ID = "ovauth"
@@ -169,18 +189,23 @@ class LuksVolume:
             args += ["--object", f"secret,id={AUTH_ID},file={path},format={'base64' if rbd else 'raw'}"]
         return args
 
-    def _run(self, binary: str, args: list[str], what: str) -> str:
+    def _run(self, binary: str, args: list[str], what: str, *, data: bytes | None = None,
+             ok: tuple[int, ...] = (0,)) -> tuple[int, str]:
+        """Run ``binary`` with ``args``; ``data`` (a secret) goes to its standard input, never to argv."""
         path = self.module.get_bin_path(binary)
         if not path:
             raise LuksError(
-                f"{self.where}source.encryption: {what} needs {binary} on the compute host (Debian: qemu-utils, "
-                "RHEL: qemu-img); install it there"
+                f"{self.where}source.encryption: {what} needs {binary} on the compute host ({PACKAGES[binary]}); "
+                "install it there"
             )
-        rc, out, err = self.module.run_command([path, *args], environ_update={"LC_ALL": "C"}, check_rc=False)
-        if rc != 0:
+        # binary_data: the passphrase is given as it is, without the newline
+        # run_command would add (cryptsetup's --key-file=- reads every byte).
+        rc, out, err = self.module.run_command([path, *args], environ_update={"LC_ALL": "C"}, check_rc=False,
+                                               data=data, binary_data=data is not None)
+        if rc not in ok:
             said = " ".join((err or out or "").split())
             raise LuksError(self._explain(what, rc, self._mask(said)))
-        return str(out)
+        return rc, str(out)
 
     def _mask(self, text: str) -> str:
         known = [self.credentials.passphrase, self.credentials.auth or b""]
@@ -190,7 +215,7 @@ class LuksVolume:
 
     def _explain(self, what: str, rc: int, said: str) -> str:
         hint = ""
-        if "Invalid password" in said or "cannot unlock" in said:
+        if "Invalid password" in said or "cannot unlock" in said or "No key available" in said:
             hint = (f"; the passphrase in libvirt secret {self.secret or '(given)'} does not open the LUKS header "
                     f"of {self.label}: give the volume's own passphrase (the header was left as it is)")
         elif "Unsupported LUKS version" in said:
@@ -220,6 +245,14 @@ class LuksVolume:
         self._run("qemu-io", ["-r", *self._secret_args(), "--image-opts", "-c", "read 0 512", opts],
                   "opening the LUKS header")
 
+    def has_header(self, head: bytes) -> bool:
+        """Whether ``head`` (the volume's first bytes) starts with a LUKS header."""
+        return head.startswith(LUKS_MAGIC)
+
+    def unreadable(self) -> str:
+        """Why the volume cannot be read yet (a device check mode did not connect), or ``""``."""
+        return ""
+
     @skip_if_check_mode
     def _write_header(self) -> None:
         header = os.path.join(self._workdir, "header.luks")
@@ -237,22 +270,31 @@ class LuksVolume:
                     raise
         self._run("qemu-img", ["convert", "-n", *self._secret_args(), "-f", "raw", header, "--target-image-opts",
                                self._raw_opts()], "writing the LUKS header")
-        if not self.read_head().startswith(LUKS_MAGIC):
-            raise LuksError(f"{self.where}source.encryption: the LUKS header written to {self.label} does not read "
-                            "back; check the volume")
 
     def ensure(self) -> dict[str, t.Any]:
         """Make sure the volume has a LUKS header the passphrase opens.
 
         Returns ``header`` (``found``: it had one, the passphrase opens it;
         ``written``: it was blank and got one; ``absent``: it is blank and
-        would get one, in check mode) and
+        would get one, in check mode; ``unknown``: check mode could not read
+        it, see ``note``) and
         ``formatted`` (whether this call wrote, or would write, a header).
         """
         with tempfile.TemporaryDirectory(prefix="ov-luks-") as workdir:
             self._workdir = workdir
+            why = self.unreadable()
+            if why:
+                if not self.module.check_mode:
+                    raise LuksError(f"{self.where}source.encryption: {self.label} cannot be read: {why}")
+                return {"format": "luks", "header": "unknown", "formatted": False, "note": f"check mode: {why}"}
             head = self.read_head()
-            if head.startswith(LUKS_MAGIC):
+            if self.has_header(head):
+                if head[len(LUKS_MAGIC):len(LUKS_MAGIC) + 2] != LUKS_VERSION_1:
+                    raise LuksError(
+                        f"{self.where}source.encryption: {self.label} has a LUKS2 (or newer) header, which QEMU's "
+                        "luks driver cannot open (LUKS1 only); it is left as it is: convert it with cryptsetup "
+                        "convert --type luks1 where the volume is not in use, or attach it without encrypted"
+                    )
                 self.unlock()
                 return {"format": "luks", "header": "found", "formatted": False}
             if any(head):
@@ -263,5 +305,60 @@ class LuksVolume:
                     "holds data, it is not an encrypted volume: attach it without encrypted"
                 )
             self._write_header()
-            # In check mode nothing was written: the header is still absent.
-            return {"format": "luks", "header": "absent" if self.module.check_mode else "written", "formatted": True}
+            if self.module.check_mode:
+                # Nothing was written: the header is still absent.
+                return {"format": "luks", "header": "absent", "formatted": True}
+            if not self.has_header(self.read_head()):
+                raise LuksError(f"{self.where}source.encryption: the LUKS header written to {self.label} does not "
+                                "read back; check the volume")
+            return {"format": "luks", "header": "written", "formatted": True}
+
+
+class HostDeviceLuks(LuksVolume):
+    """A host block device's LUKS header, with cryptsetup (host mode).
+
+    The first bytes are read from the device directly; ``cryptsetup isLuks``
+    says whether they are a header (the magic alone could be a damaged
+    one, which is refused as data rather than formatted over).
+    """
+
+    @property
+    def _device(self) -> str:
+        return str(self.source["path"])
+
+    def unreadable(self) -> str:
+        if os.path.exists(self._device):
+            return ""
+        return f"source.path {self._device} does not exist (not connected yet)"
+
+    def read_head(self) -> bytes:
+        try:
+            with open(self._device, "rb", buffering=0) as handle:
+                return handle.read(HEAD_BYTES)
+        except OSError as exc:
+            raise LuksError(f"{self.where}source.encryption: reading the first bytes of {self.label} "
+                            f"({self._device}) failed: {exc.strerror}") from None
+
+    def has_header(self, head: bytes) -> bool:
+        if not head.startswith(LUKS_MAGIC):
+            return False
+        # isLuks: 0 a valid header, 1 none (or a damaged one).
+        rc, _out = self._run("cryptsetup", ["isLuks", self._device], "checking the LUKS header", ok=(0, 1))
+        return rc == 0
+
+    def unlock(self) -> None:
+        """Check the passphrase against the header: no mapping is made, nothing is written."""
+        self._run("cryptsetup", ["open", "--test-passphrase", "--type", "luks1", "--key-file=-", self._device],
+                  "opening the LUKS header", data=self.credentials.passphrase)
+
+    @skip_if_check_mode
+    def _write_header(self) -> None:
+        self._run("cryptsetup", ["luksFormat", "--batch-mode", *CRYPTSETUP_FORMAT, "--key-file=-", self._device],
+                  "writing the LUKS header", data=self.credentials.passphrase)
+
+
+def luks_volume(module: t.Any, source: t.Mapping[str, t.Any], credentials: Credentials, *, where: str = "",
+                label: str = "the volume", secret: str = "") -> LuksVolume:
+    """The backend for ``source``: cryptsetup for a host block device, QEMU's tools for the rest."""
+    cls = HostDeviceLuks if source.get("type") == "block" else LuksVolume
+    return cls(module, source, credentials, where=where, label=label, secret=secret)

@@ -139,14 +139,23 @@ options:
             engine='qemu'>) inside C(<source>)), so the guest sees plaintext and the storage only ciphertext.
           - The passphrase is in a libvirt secret of usage type C(volume), see M(openvolume.compute.libvirt_secret)
             O(openvolume.compute.libvirt_secret#module:usage_type=volume).
-          - "Before the disk is hot-plugged, the module reads the volume's first 64 KiB with C(qemu-img) on the host
-            (with the disk's own CHAP or cephx secret): a LUKS header is opened with the passphrase first (a wrong
-            passphrase fails the task and leaves the header as it is); a blank volume (all zeros there) gets a LUKS
-            header, once (C(qemu-img create -f luks), copied onto the volume with C(qemu-img convert -n)); a volume
-            with other data there is refused, since formatting would destroy it. Check mode reads but never
-            writes."
-          - The passphrase, CHAP password and cephx key reach C(qemu-img) and C(qemu-io) in files of mode 0600 that
-            live only for the call, never on a command line. Needs qemu-utils on the compute host.
+          - "Before the disk is hot-plugged, the module reads the volume's first 64 KiB on the host: a LUKS header is
+            opened with the passphrase first (a wrong passphrase fails the task and leaves the header as it is); a
+            blank volume (all zeros there) gets a LUKS1 header, once; a volume with other data there is refused,
+            since formatting would destroy it, and so is a LUKS2 header (QEMU opens LUKS1 only). Check mode reads but
+            never writes (a device it did not connect yet is not read: C(disk.luks.header=unknown))."
+          - "A network source (O(source.type=network): qemu-mode iSCSI, RBD) is read and formatted with QEMU's tools,
+            through QEMU's own client with the disk's CHAP or cephx secret (C(qemu-img dd); C(qemu-img create -f
+            luks), copied onto the volume with C(qemu-img convert -n); C(qemu-io) to open it). Needs qemu-utils on
+            the compute host. The passphrase, CHAP password and cephx key reach them in files of mode 0600 that live
+            only for the call."
+          - "A host block device (O(source.type=block), host mode: the multipath map or by-path link of a kernel
+            iSCSI session) is read directly and handled with C(cryptsetup), as os-brick's LuksEncryptor does:
+            C(cryptsetup isLuks) tells a header, C(cryptsetup luksFormat --type luks1) (aes-xts-plain64, 256-bit key,
+            sha256) writes one, C(cryptsetup open --test-passphrase) checks the passphrase without opening a
+            mapping. The passphrase reaches cryptsetup on its standard input (C(--key-file=-)). Needs cryptsetup on
+            the compute host (Debian: cryptsetup-bin, RHEL: cryptsetup)."
+          - The passphrase never appears on a command line, in the environment, a result, a diff or the domain XML.
           - The guest sees the volume minus the LUKS header (about 2 MiB).
         type: dict
         suboptions:
@@ -362,6 +371,17 @@ EXAMPLES = r"""
         secret_usage: openvolume/7c1d0e6a/luks
     serial: 7c1d0e6a
 
+- name: The same in host mode - the multipath map of a kernel session, the header written with cryptsetup on the host
+  openvolume.compute.libvirt_disk:
+    domain: instance-0001
+    source:
+      type: block
+      path: /dev/mapper/3600140564f1b7c1d0e6a4c0db01a5e7b
+      encryption:
+        format: luks
+        secret_usage: openvolume/0b5e6a4c/luks
+    serial: 0b5e6a4c
+
 - name: Detach by serial, waiting up to a minute for the guest
   openvolume.compute.libvirt_disk:
     domain: instance-0001
@@ -405,8 +425,8 @@ disk:
       description:
         - With O(source.encryption), when the disk was (or in check mode would be) hot-plugged - C(format)
           (V(luks)), C(header) (V(found) - it had one and the passphrase opens it; V(written) - the blank volume got
-          one; V(absent) - check mode, it would get one; V(unknown) - check mode before the libvirt secrets exist)
-          and C(formatted) (whether a header was, or would be, written).
+          one; V(absent) - check mode, it would get one; V(unknown) - check mode before the libvirt secrets or the
+          host's device exist, C(note) says which) and C(formatted) (whether a header was, or would be, written).
       type: dict
       returned: with O(source.encryption), when the disk was missing
       sample: {format: luks, header: written, formatted: true}

@@ -30,6 +30,9 @@ packages=(
   # into the guest's own paused TCG domains), and the modules' python side.
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
   python3-libvirt python3-lxml
+  # Host-mode encrypted volumes: libvirt_disk formats and checks LUKS
+  # headers on the host's block device with cryptsetup.
+  cryptsetup-bin
 )
 
 recipe_hash() {

@@ -322,9 +322,21 @@ def test_encrypted_plan_disk_and_secrets() -> None:
         {"usage_type": "volume", "usage": "openvolume/rbd-1/luks", "state": "absent"}]
 
 
-def test_encrypted_in_host_mode_is_refused_for_now() -> None:
-    with pytest.raises(AnsibleFilterError, match="volume vol-11 is encrypted: attach it in qemu mode"):
-        attach_plan([{"volume": "vol-11", "instance": "d1", "mode": "host"}], ENCRYPTED, [], "h1")
+def test_encrypted_in_host_mode_is_a_block_disk_qemu_decrypts() -> None:
+    (item,) = attach_plan([{"volume": "vol-11", "instance": "d1", "mode": "host"}], ENCRYPTED, [], "h1")
+    assert item["mode"] == "host" and item["luks_secret_usage"] == "openvolume/vol-11/luks"
+    # CHAP is the kernel session's (iscsi_node): no CHAP secret in libvirt.
+    assert item["secret_usage"] is None
+    sessions = {"results": [{"item": item, "by_path": "/dev/disk/by-path/x", "multipath_device": "/dev/dm-3"}]}
+    (spec,) = disk_specs([item], sessions)
+    assert spec["source"] == {"type": "block", "path": "/dev/dm-3",
+                              "encryption": {"format": "luks", "secret_usage": "openvolume/vol-11/luks"}}
+    assert secret_entries([item], ENCRYPTED) == [
+        {"usage_type": "volume", "usage": "openvolume/vol-11/luks", "value": PASSPHRASE}]
+    stored = reserve_entries([item], ENCRYPTED)[1]["connection_info"]
+    assert stored["openvolume"]["attach_mode"] == "host"
+    assert stored["openvolume"]["luks_secret_usage"] == "openvolume/vol-11/luks"
+    assert PASSPHRASE not in repr(stored)
 
 
 def test_detach_plan_and_rollback_remove_the_passphrase_secret() -> None:
