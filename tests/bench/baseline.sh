@@ -31,7 +31,8 @@ while read -r vol dom dev; do
 <secret ephemeral='no' private='no'><usage type='ceph'><name>$usage</name></usage></secret>
 XML
         uuid=$(virsh secret-define "$tmp/s.xml" | awk '/created/ {print $2}')
-        virsh -q secret-set-value "$uuid" --base64 "$CEPH_CLIENT_KEY" >/dev/null
+        printf %s "$CEPH_CLIENT_KEY" > "$tmp/value"
+        virsh -q secret-set-value "$uuid" --file "$tmp/value" >/dev/null
         cat > "$tmp/d.xml" <<XML
 <disk type='network' device='disk'><driver name='qemu' type='raw' cache='none'/>
 <source protocol='rbd' name='$CEPH_POOL/$vol'><host name='$CEPH_MON_ADDR'/>
