@@ -161,6 +161,36 @@ def chap_auth(conn: t.Mapping[str, t.Any]) -> dict[str, t.Any] | None:
     return auth
 
 
+def node_records(
+    items: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping[str, t.Any] | None = None
+) -> list[dict[str, t.Any]]:
+    """iscsi_node ``records`` entries for host-mode items, one call for all of them.
+
+    With ``catalogue`` (attach): a record per item and portal with the
+    volume's CHAP (read from the catalogue here, never from the plan) and
+    ``node_settings``; several ifaces get the portal group tag. Without it
+    (detach): an entry per target and ifaces that deletes its records at
+    every portal. Entries repeat for LUNs of one target; iscsi_node takes
+    the repeats as no change.
+    """
+    records: list[dict[str, t.Any]] = []
+    for item in items:
+        if catalogue is None:
+            entry: dict[str, t.Any] = {"target": item["target"], "ifaces": item.get("ifaces") or None}
+            if entry not in records:
+                records.append(entry)
+            continue
+        vid = item["volume_id"]
+        volume = catalogue[vid]
+        auth = chap_auth(connection_info(volume, vid))
+        tag = f",{item['portal_group']}" if item.get("portal_group") else ""
+        for portal in item["portals"]:
+            records.append({"target": item["connection_info"]["data"]["target_iqn"], "portal": f"{portal}{tag}",
+                            "ifaces": item.get("ifaces") or None, "auth": auth,
+                            "settings": volume.get("node_settings")})
+    return records
+
+
 def public_connection_info(conn: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     """``conn`` without its secrets (CHAP passwords), for facts and loop items."""
     out = dict(conn)
@@ -674,12 +704,13 @@ def attach_undo(
         res["item"]["volume_id"] for res in _results(results.get("sessions"), "results")
         if res.get("logged_in") and not res.get("skipped") and res.get("item")
     }
-    created_nodes = [
-        {"target": res.get("target"), "portal": rec.get("portal") or res.get("portal"),
-         "iface": rec.get("iface") or "default", "volume_id": (res.get("item") or [{}])[0].get("volume_id")}
-        for res in _results(results.get("nodes"), "results")
-        for rec in (res.get("records") or [{"created": res.get("created")}]) if rec.get("created")
-    ]
+    # iscsi_node's one call: per entry, per iface, whether it created the record.
+    created_nodes = []
+    for res in _results(results.get("nodes"), "records"):
+        for rec in res.get("records") or []:
+            node = {"target": res.get("target"), "portal": rec.get("portal"), "iface": rec.get("iface") or "default"}
+            if rec.get("created") and node not in created_nodes:
+                created_nodes.append(node)
     wwids = {vid: res.get("wwid") for vid, res in _session_results(results.get("sessions")).items()}
     items = [
         {"volume_id": i["volume_id"], "instance": i["instance"], "mode": i["mode"],
@@ -703,8 +734,8 @@ def attach_undo(
             sessions.append({"target": data["target_iqn"], "portals": item["portals"], "lun": data["target_lun"],
                              "ifaces": item.get("ifaces"), "wwid": wwids.get(item["volume_id"])})
         if decision["remove_node_records"]:
-            nodes += [{"target": n["target"], "portal": n["portal"], "iface": n["iface"]} for n in created_nodes
-                      if n["volume_id"] == item["volume_id"]]
+            nodes += [n for n in created_nodes
+                      if n["target"] == item["connection_info"]["data"].get("target_iqn") and n not in nodes]
     return {"disks": disks, "secrets": secrets, "sessions": sessions, "nodes": nodes, "kept": kept}
 
 
@@ -850,6 +881,7 @@ class FilterModule:
         return {
             "connection_info": connection_info,
             "chap_auth": chap_auth,
+            "node_records": node_records,
             "attach_plan": attach_plan,
             "in_use_entries": in_use_entries,
             "reservation_entries": reservation_entries,

@@ -157,6 +157,33 @@ def undo_after(error: OpenVolumeError, steps: t.Iterable[tuple[str, t.Callable[[
         error.details["not_undone"] = stuck
 
 
+T = t.TypeVar("T")
+R = t.TypeVar("R")
+
+
+def apply_batch(
+    items: t.Sequence[T],
+    apply: t.Callable[[T], R],
+    undo: t.Callable[[T, R], t.Iterable[tuple[str, t.Callable[[], object]]]],
+) -> list[R]:
+    """Apply ``apply`` to each item in order, all or nothing.
+
+    When an item fails with ``OpenVolumeError``, the items done before it are
+    undone in reverse order: ``undo(item, outcome)`` gives the steps (label,
+    callable) that take back what that item changed (none when it changed
+    nothing). A failed undo is added to the error (``undo_after``), which is
+    then raised again. Returns the outcomes in item order.
+    """
+    done: list[tuple[T, R]] = []
+    try:
+        for item in items:
+            done.append((item, apply(item)))
+    except OpenVolumeError as exc:
+        undo_after(exc, [step for item, outcome in reversed(done) for step in undo(item, outcome)])
+        raise
+    return [outcome for _item, outcome in done]
+
+
 def wait_until(predicate: t.Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` seconds have passed.
 

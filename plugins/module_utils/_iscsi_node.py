@@ -10,11 +10,13 @@ with the record, and changes only what differs (FLOW.md attach step 6).
 
 from __future__ import annotations
 
+import functools
 import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     MASK,
+    apply_batch,
     run_module,
     skip_if_check_mode,
     undo_after,
@@ -128,6 +130,9 @@ class NodeRequest:
     ifaces: list[str]
     desired: dict[str, str] = field(default_factory=dict)
     tpgt: int | None = None
+    state: str = "present"
+    # Where the request came from in a batch (``records[2]``), for errors.
+    where: str = ""
 
     @property
     def iface(self) -> str:
@@ -166,7 +171,8 @@ class NodeRequest:
                 "SendTargets discovery reports it): without one open-iscsi keeps a single record per portal, "
                 "and each iface's record replaces the one before"
             )
-        return cls(target=target or "", portal=portal, ifaces=ifaces, desired=desired, tpgt=tpgt)
+        return cls(target=target or "", portal=portal, ifaces=ifaces, desired=desired, tpgt=tpgt,
+                   state=params.get("state") or "present")
 
     def check_known(self, known: t.Collection[str]) -> None:
         unknown = sorted(k for k in self.desired if k not in known)
@@ -183,6 +189,10 @@ class IscsiNode:
     def __init__(self, module: t.Any, iscsiadm: Iscsiadm | None = None) -> None:
         self.module = module
         self.iscsiadm = iscsiadm or Iscsiadm(module)
+        # Check mode only: the records as this call would leave them, so that a
+        # later entry of a batch for the same record predicts what a real run
+        # does (it would find the record the earlier entry created).
+        self._planned: dict[tuple[str, str, str], dict[str, str] | None] = {}
 
     # changes: the only methods that touch the host --------------------------
     @skip_if_check_mode
@@ -204,27 +214,68 @@ class IscsiNode:
                 self.iscsiadm.node_update(target=req.target, portal=portal, iface=iface, name=key,
                                           value=changes[key], secret=is_secret_setting(key))
         except IscsiError as exc:
-            undo_after(exc, [(f"resetting {key}", lambda key=key: self.iscsiadm.node_update(  # type: ignore[misc]
-                target=req.target, portal=portal, iface=iface, name=key, value=previous.get(key, ""),
-                secret=is_secret_setting(key))) for key in reversed(applied)])
+            undo_after(exc, [(f"resetting {key}", functools.partial(self._set, req.target, portal, iface, key,
+                                                                     previous.get(key, "")))
+                             for key in reversed(applied)])
             raise
+
+    @skip_if_check_mode
+    def _set(self, target: str, portal: Portal, iface: str, key: str, value: str) -> None:
+        self.iscsiadm.node_update(target=target, portal=portal, iface=iface, name=key, value=value,
+                                  secret=is_secret_setting(key))
+
+    @skip_if_check_mode
+    def _recreate(self, entry: NodeEntry, saved: t.Mapping[str, str]) -> None:
+        """Make a deleted record again with the keys it had (the undo of a delete)."""
+        iface = entry.iface or "default"
+        self.iscsiadm.node_new(target=entry.target, portal=entry.portal, iface=iface,
+                               tpgt=entry.tpgt if entry.tpgt >= 0 else None)
+        fresh = self.iscsiadm.node_record(target=entry.target, portal=entry.portal, iface=iface) or {}
+        # The record's identity (name, address, port, tag) came with -o new.
+        identity = {"node.name", "node.tpgt", "node.conn[0].address", "node.conn[0].port"}
+        keys = [k for k in saved if k.startswith("node.") and k not in identity and fresh.get(k, "") != saved[k]]
+        for key in sorted(keys, key=lambda k: k.endswith(".authmethod")):
+            self._set(entry.target, entry.portal, iface, key, saved[key])
 
     @skip_if_check_mode
     def _delete(self, req: NodeRequest, portal: Portal | None, iface: str) -> None:
         self.iscsiadm.node_delete(target=req.target, portal=portal, iface=iface)
 
     # states ------------------------------------------------------------------
+    def apply(self, req: NodeRequest) -> dict[str, t.Any]:
+        """Bring the records of one request to its state (the dispatch of one record of a batch)."""
+        try:
+            return self.state_present(req) if req.state == "present" else self.state_absent(req)
+        except IscsiError as exc:
+            if req.where:
+                exc.msg = f"{req.where}{_where_sep(exc.msg)}{exc.msg}"
+                exc.args = (exc.msg,)
+            raise
+
+    def apply_all(self, reqs: t.Sequence[NodeRequest]) -> list[dict[str, t.Any]]:
+        """Apply every request in order, all or nothing.
+
+        When one fails, the records the earlier ones created are deleted
+        again, the keys they changed set back and the records they deleted
+        made again. Each outcome keeps its undo steps under ``_undo``.
+        """
+        return apply_batch(reqs, self.apply, lambda _req, outcome: outcome["_undo"])
+
     def state_present(self, req: NodeRequest) -> dict[str, t.Any]:
         if req.portal is None:
             raise IscsiError("portal: required with state=present (host[:port], e.g. 192.0.2.10:3260)")
+        portal = req.portal
         nodes = self.iscsiadm.nodes()
-        results = [self._present_one(req, req.portal, iface, nodes) for iface in req.ifaces]
+        # One record per iface, all or nothing as well.
+        results = apply_batch(req.ifaces, lambda iface: self._present_one(req, portal, iface, nodes),
+                              lambda _iface, outcome: outcome["_undo"])
         first = results[0]
         result: dict[str, t.Any] = {
             "changed": any(r["changed"] for r in results),
             "created": any(r["created"] for r in results),
             "record": first["record"],
             "records": [{k: r[k] for k in ("iface", "portal", "created", "record")} for r in results],
+            "_undo": [step for r in reversed(results) for step in r["_undo"]],
         }
         if len(results) == 1:
             result["diff"] = first["diff"]
@@ -238,14 +289,22 @@ class IscsiNode:
             }
         return result
 
+    def _read(self, target: str, portal: Portal, iface: str) -> dict[str, str] | None:
+        key = (target, str(portal), iface)
+        if self.module.check_mode and key in self._planned:
+            return self._planned[key]
+        return self.iscsiadm.node_record(target=target, portal=portal, iface=iface)
+
     def _present_one(self, req: NodeRequest, wanted: Portal, iface: str, nodes: list[NodeEntry]) -> dict[str, t.Any]:
         # An existing record of the portal is addressed in its own spelling:
         # `-o new` with another one (upper case, uncompressed IPv6) would make
         # a second record of the same portal.
         portal = next((n.portal for n in nodes if n.target == req.target and n.portal == wanted
                        and (n.iface or "default") == iface), wanted)
-        before = self.iscsiadm.node_record(target=req.target, portal=portal, iface=iface)
-        req.check_known(before.keys() if before else KNOWN_NODE_KEYS)
+        before = self._read(req.target, portal, iface)
+        planned = (req.target, str(portal), iface) in self._planned
+        # A record only planned (check mode) holds just the keys set so far.
+        req.check_known(before.keys() if before and not planned else KNOWN_NODE_KEYS | set(before or ()))
         if before is None and req.tpgt is not None:
             # iscsiadm -o new with a tag removes a record of the same portal
             # kept without one (the old one-file layout), whatever its iface.
@@ -258,20 +317,32 @@ class IscsiNode:
                 )
         current = before if before is not None else {}
         created = before is None
+        label = f"the record of {req.target} at {portal} (iface {iface})"
         if created:
             self._create(req, portal, iface)
             if not self.module.check_mode:
                 current = self.iscsiadm.node_record(target=req.target, portal=portal, iface=iface) or {}
+                # A later request of the batch for this record finds it.
+                nodes.append(NodeEntry(portal=portal, tpgt=req.tpgt if req.tpgt is not None else -1,
+                                       target=req.target, iface=iface))
         changes = {k: v for k, v in req.desired.items() if current.get(k, "") != v}
+        delete = (f"deleting {label}", functools.partial(self._delete, req, portal, iface))
         try:
             self._update(req, portal, iface, changes, current)
         except IscsiError as exc:
             if created:
                 # Leave nothing half-done: the record this call made goes again.
-                undo_after(exc, [(f"deleting the record of {req.target} at {portal} (iface {iface})",
-                                  lambda: self._delete(req, portal, iface))])
+                undo_after(exc, [delete])
             raise
         after = dict(current) | changes
+        if self.module.check_mode:
+            self._planned[(req.target, str(portal), iface)] = after
+        if created:
+            undo = [delete]
+        else:
+            undo = [(f"setting {key} back on {label}", functools.partial(self._set, req.target, portal, iface, key,
+                                                                         current.get(key, "")))
+                    for key in sorted(changes, key=lambda k: not k.endswith(".authmethod"))]
         changed_secrets = {k for k in changes if is_secret_setting(k) and before and before.get(k)}
         keys = set(req.desired) | ({"node.startup", "node.session.auth.authmethod"} & after.keys())
         header = f"{req.target} {portal} (iface {iface})"
@@ -287,16 +358,28 @@ class IscsiNode:
                 "before_header": header,
                 "after_header": header,
             },
+            "_undo": undo,
         }
 
     def state_absent(self, req: NodeRequest) -> dict[str, t.Any]:
         """Delete the records of target at portal, or of target at every portal, for each iface."""
+        nodes = self.iscsiadm.nodes()
+        # Check mode: records an earlier entry of the batch would have made.
+        nodes += [NodeEntry(portal=Portal.parse(p), tpgt=-1, target=tg, iface=i)
+                  for (tg, p, i), rec in self._planned.items()
+                  if rec is not None and not any(n.target == tg and str(n.portal) == p and (n.iface or "default") == i
+                                                 for n in nodes)]
         present = [
-            n for n in self.iscsiadm.nodes()
+            n for n in nodes
             if n.target == req.target and (req.portal is None or n.portal == req.portal)
             and (n.iface or "default") in req.ifaces
+            and self._planned.get((n.target, str(n.portal), n.iface or "default"), {}) is not None
         ]
         before = {f"{n.target} {n.portal} (iface {n.iface or 'default'})": "present" for n in present}
+        # What each record held, secrets included, so that a failed batch can
+        # make it again; kept in memory only.
+        saved = {n: (self.iscsiadm.node_record(target=n.target, portal=n.portal, iface=n.iface or "default") or {})
+                 if not self.module.check_mode else {} for n in present}
         if req.portal is None:
             for iface in sorted({n.iface or "default" for n in present}):
                 self._delete(req, None, iface)
@@ -304,11 +387,15 @@ class IscsiNode:
             for n in present:
                 # The record's own spelling of the portal (see _present_one).
                 self._delete(req, n.portal, n.iface or "default")
+        if self.module.check_mode:
+            self._planned.update({(n.target, str(n.portal), n.iface or "default"): None for n in present})
         return {
             "changed": bool(present),
             "removed": [{"target": n.target, "portal": str(n.portal), "tpgt": n.tpgt, "iface": n.iface or "default"}
                         for n in present],
             "diff": {"before": before, "after": {}},
+            "_undo": [(f"making the record of {n.target} at {n.portal} (iface {n.iface or 'default'}) again",
+                       functools.partial(self._recreate, n, saved[n])) for n in present],
         }
 
     # discovery ---------------------------------------------------------------
@@ -375,52 +462,122 @@ def chap_spec() -> dict[str, t.Any]:
     }
 
 
-def argument_spec() -> dict[str, t.Any]:
-    """Argument spec of the iscsi_node module."""
+# The options one record takes, at the top level (the single form) and in
+# each entry of ``records`` (the batch form).
+RECORD_OPTIONS = ("target", "portal", "iface", "ifaces", "auth", "startup", "settings")
+# Options only the single form takes.
+SINGLE_ONLY = ("discover", "discovery_auth")
+
+
+def _where_sep(msg: str) -> str:
+    """``records[2].portal: ...`` when the message names an option, else ``records[2]: ...``."""
+    option = msg.split(":", 1)[0]
+    return "." if option in RECORD_OPTIONS else ": "
+
+
+def record_spec() -> dict[str, t.Any]:
+    """Argument spec of one node record: the single form's options, or one entry of ``records``."""
     return {
         "target": {"type": "str"},
         "portal": {"type": "str"},
         "iface": {"type": "str"},
         "ifaces": {"type": "list", "elements": "str"},
-        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
         "auth": chap_spec(),
-        "discovery_auth": chap_spec(),
         "startup": {"type": "str", "choices": ["manual", "automatic", "onboot"]},
-        "settings": {"type": "dict", "default": {}},
-        "discover": {"type": "bool", "default": False},
+        "settings": {"type": "dict"},
     }
+
+
+def argument_spec() -> dict[str, t.Any]:
+    """Argument spec of the iscsi_node module."""
+    entry = record_spec()
+    entry["target"]["required"] = True
+    entry["state"] = {"type": "str", "choices": ["present", "absent"]}
+    return dict(
+        record_spec(),
+        # The list holds secrets only inside its entries' auth (no_log there).
+        records={"type": "list", "elements": "dict", "options": entry, "no_log": False},
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        discovery_auth=chap_spec(),
+        discover={"type": "bool", "default": False},
+    )
 
 
 MODULE_KWARGS: dict[str, t.Any] = {
     "supports_check_mode": True,
-    "required_if": [("discover", False, ("target",)), ("discover", True, ("portal",))],
+    "required_if": [("discover", True, ("portal",))],
     "mutually_exclusive": [("iface", "ifaces")],
 }
+
+
+def batch_requests(params: t.Mapping[str, t.Any]) -> list[NodeRequest] | None:
+    """The validated requests of ``records``, or None for the single form.
+
+    Every entry is checked before anything changes; an error names the
+    entry (``records[2].portal: ...``).
+    """
+    if params.get("records") is None:
+        return None
+    given = [opt for opt in RECORD_OPTIONS + SINGLE_ONLY if params.get(opt) not in (None, {}, [], False)]
+    if given:
+        raise IscsiError(f"records: give either records or {', '.join(given)} (the single form), not both; "
+                         "put those options into each entry of records")
+    reqs = []
+    for i, entry in enumerate(params["records"]):
+        if entry.get("iface") and entry.get("ifaces"):
+            raise IscsiError(f"records[{i}]: iface and ifaces are mutually exclusive; give one of them")
+        try:
+            req = NodeRequest.from_params(dict(entry, state=entry.get("state") or params["state"]))
+            if req.state == "present" and req.portal is None:
+                raise IscsiError("portal: required with state=present (host[:port], e.g. 192.0.2.10:3260)")
+        except IscsiError as exc:
+            raise IscsiError(f"records[{i}]{_where_sep(exc.msg)}{exc.msg}", **exc.details) from None
+        req.where = f"records[{i}]"
+        reqs.append(req)
+    return reqs
+
+
+def _shown(req: NodeRequest, outcome: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    result = {k: v for k, v in outcome.items() if not k.startswith("_")}
+    result.update(target=req.target, iface=req.iface, ifaces=req.ifaces, state=req.state)
+    if req.portal is not None:
+        result["portal"] = str(req.portal)
+    return result
 
 
 def run(module: t.Any) -> None:
     """Entry point of the iscsi_node module."""
     params = module.params
     secrets = [
-        (params.get(opt) or {}).get(key)
-        for opt in ("auth", "discovery_auth")
+        (auth or {}).get(key)
+        for auth in [params.get("auth"), params.get("discovery_auth")]
+        + [entry.get("auth") for entry in params.get("records") or []]
         for key in SECRET_FIELDS
     ]
 
     def handle() -> dict[str, t.Any]:
-        if params["discover"] and params["state"] == "absent":
-            raise IscsiError("discover: cannot be combined with state=absent; delete records with target (and portal)")
-        req = NodeRequest.from_params(params)
+        reqs = batch_requests(params)
         node = IscsiNode(module)
-        if params["discover"]:
-            result = node.discover(req, params.get("discovery_auth"))
-        elif params["state"] == "present":
-            result = node.state_present(req)
+        if reqs is not None:
+            outcomes = [_shown(req, o) for req, o in zip(reqs, node.apply_all(reqs), strict=True)]
+            result: dict[str, t.Any] = {
+                "changed": any(o["changed"] for o in outcomes),
+                "records": [{k: v for k, v in o.items() if k != "diff"} for o in outcomes],
+                "diff": [o["diff"] for o in outcomes if o["changed"]],
+            }
         else:
-            result = node.state_absent(req)
-        result.update(target=req.target, iface=req.iface, ifaces=req.ifaces)
-        if req.portal is not None:
-            result["portal"] = str(req.portal)
+            if not params.get("target") and not params["discover"]:
+                raise IscsiError("target: required (the target's IQN), or give records for several records")
+            if params["discover"] and params["state"] == "absent":
+                raise IscsiError(
+                    "discover: cannot be combined with state=absent; delete records with target (and portal)")
+            req = NodeRequest.from_params(dict(params, settings=params.get("settings") or {}))
+            if params["discover"]:
+                result = node.discover(req, params.get("discovery_auth"))
+            else:
+                result = node.apply_all([req])[0]
+            result = _shown(req, result)
+            result.pop("state")
         if not module._diff:
             result.pop("diff", None)
         return result

@@ -18,6 +18,8 @@ description:
     resets a record to the defaults of C(iscsid.conf) and loses its CHAP settings.
   - With O(discover=true), runs SendTargets discovery against O(portal) and writes the records of the
     targets it returns, then applies O(auth), O(startup) and O(settings) to them.
+  - With O(records), handles the records of many targets and portals in one call (one module round trip per
+    host instead of one per volume and portal), all or nothing; see O(records).
   - Runs on the compute host. Needs C(iscsiadm) (Debian package C(open-iscsi)). Node records work without
     the kernel iSCSI modules; discovery and login need them and a running C(iscsid).
 author:
@@ -33,6 +35,7 @@ attributes:
     support: full
     details:
       - The diff shows the managed C(node.*) keys before and after; passwords show as C(********).
+      - With O(records), one diff per entry that changes something.
   action_group:
     support: full
     membership: [openvolume.compute.iscsi]
@@ -41,8 +44,8 @@ options:
     description:
       - The target's iSCSI name, an IQN (C(iqn.2010-10.org.example:vol1)), EUI (C(eui.) and 16 hex digits)
         or NAA (C(naa.) and 16 or 32 hex digits).
-      - Required unless O(discover=true). With O(discover=true) it limits which discovered records get
-        O(auth), O(startup) and O(settings).
+      - Required unless O(discover=true) or O(records) is given. With O(discover=true) it limits which
+        discovered records get O(auth), O(startup) and O(settings).
     type: str
   portal:
     description:
@@ -73,6 +76,7 @@ options:
     description:
       - V(present) creates the record if missing and sets the requested keys.
       - V(absent) deletes it. It does not log out; log out first with M(openvolume.compute.iscsi_session).
+      - With O(records), the state of the entries that do not give their own O(records[].state).
     type: str
     choices: [present, absent]
     default: present
@@ -117,14 +121,59 @@ options:
         C(node.conn[0].timeo.login_timeout). Booleans become C(Yes)/C(No).
       - Keys must be ones iscsiadm knows (see C(iscsiadm -m node -T TARGET -p PORTAL));
         authentication and startup keys have their own options.
+      - Not given means no further keys are managed.
     type: dict
-    default: {}
   discover:
     description:
       - Run SendTargets discovery at O(portal) and create the records of the targets found.
       - Needs the kernel iSCSI transport (C(iscsi_tcp)) and a running iscsid on the host.
     type: bool
     default: false
+  records:
+    description:
+      - Several node records in one call, each entry with the options of the single form. Mutually exclusive
+        with those top-level options (O(target), O(portal), O(iface), O(ifaces), O(auth), O(startup),
+        O(settings)) and with O(discover); O(state) is the default of the entries' own O(records[].state).
+      - All or nothing. The entries are applied in order; when one fails (a key iscsiadm does not know,
+        iscsiadm failing), the records the earlier entries created are deleted again, the keys they changed
+        are set back and the records they deleted are made again, then the task fails with the error of the
+        entry that failed, named as C(records[N]). Every entry is validated before anything changes.
+      - Several entries may name the same record (two volumes behind one target); the later one sees the
+        record as the earlier one left it, in check mode too.
+      - See RV(records) for the per-entry results.
+    type: list
+    elements: dict
+    suboptions:
+      target:
+        description: As O(target).
+        type: str
+        required: true
+      portal:
+        description:
+          - As O(portal). Required when the entry's state is V(present).
+        type: str
+      iface:
+        description: As O(iface).
+        type: str
+      ifaces:
+        description: As O(ifaces).
+        type: list
+        elements: str
+      state:
+        description: As O(state); defaults to the top-level O(state).
+        type: str
+        choices: [present, absent]
+      auth:
+        description: As O(auth).
+        type: dict
+        suboptions: *chap_suboptions
+      startup:
+        description: As O(startup).
+        type: str
+        choices: [manual, automatic, onboot]
+      settings:
+        description: As O(settings).
+        type: dict
 notes:
   - C(iscsiadm) takes a record's values only on its command line (C(-v VALUE); open-iscsi has no option to read
     one from a file or standard input), so a CHAP secret is in C(/proc/PID/cmdline) of that C(iscsiadm), where
@@ -185,6 +234,24 @@ EXAMPLES = r"""
       username: "{{ volume.auth_username }}"
       password: "{{ volume.auth_password }}"
 
+- name: The records of all volumes of this host in one call (all or nothing)
+  openvolume.compute.iscsi_node:
+    records:
+      - target: iqn.2010-10.org.example:volume-0b5e
+        portal: 192.0.2.10:3260
+        auth: &volume_chap
+          username: "{{ volume.auth_username }}"
+          password: "{{ volume.auth_password }}"
+      - target: iqn.2010-10.org.example:volume-0b5e
+        portal: 192.0.2.11:3260
+        auth: *volume_chap
+      - target: iqn.2010-10.org.example:volume-7c21
+        portal: 192.0.2.10:3260
+        startup: automatic
+      - target: iqn.2010-10.org.example:volume-old
+        state: absent
+  register: nodes
+
 - name: Forget a target at every portal
   openvolume.compute.iscsi_node:
     target: iqn.2010-10.org.example:volume-0b5e
@@ -194,33 +261,33 @@ EXAMPLES = r"""
 RETURN = r"""
 target:
   description: The target of the request.
-  returned: always
+  returned: without O(records)
   type: str
   sample: iqn.2010-10.org.example:volume-0b5e
 portal:
   description: The portal of the request, normalised to C(host:port).
-  returned: when given
+  returned: when given, without O(records)
   type: str
   sample: 192.0.2.10:3260
 iface:
   description: The iface of the record (the first of O(ifaces)).
-  returned: always
+  returned: without O(records)
   type: str
   sample: default
 ifaces:
   description: The ifaces of the request.
-  returned: always
+  returned: without O(records)
   type: list
   elements: str
   sample: [default]
 created:
   description: Whether this run created the record (or would, in check mode).
-  returned: with O(state=present) and O(discover=false)
+  returned: with O(state=present), O(discover=false) and without O(records)
   type: bool
 record:
   description:
     - The managed keys of the record (of the first iface) after the run; passwords show as C(********) when set.
-  returned: with O(state=present) and O(discover=false)
+  returned: with O(state=present), O(discover=false) and without O(records)
   type: dict
   sample:
     node.startup: automatic
@@ -228,14 +295,20 @@ record:
     node.session.auth.username: host1
     node.session.auth.password: "********"
 records:
-  description: For each iface, the record's portal, whether this run created it and its managed keys (as RV(record)).
-  returned: with O(state=present) and O(discover=false)
+  description:
+    - Without O(records), for each iface the record's portal, whether this run created it and its managed keys
+      (as RV(record)).
+    - With O(records), one result per entry, in the order of the entries, with the keys the single form returns
+      for it (RV(target), RV(portal), RV(iface), RV(ifaces), RV(created), RV(record), RV(records),
+      RV(removed)) and its C(state) and C(changed). A failed call returns no per-entry results: it changed
+      nothing.
+  returned: with O(state=present) and O(discover=false), and with O(records)
   type: list
   elements: dict
   sample: [{iface: iface-eth1, portal: "[2001:db8::10]:3260", created: true, record: {node.startup: manual}}]
 removed:
   description: The records deleted (or that would be, in check mode).
-  returned: with O(state=absent)
+  returned: with O(state=absent), without O(records)
   type: list
   elements: dict
   sample: [{target: iqn.2010-10.org.example:volume-0b5e, portal: "192.0.2.10:3260", tpgt: 1, iface: default}]

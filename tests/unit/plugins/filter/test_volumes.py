@@ -344,3 +344,33 @@ def test_detach_plan_and_rollback_remove_the_passphrase_secret() -> None:
     undo = attach_undo(plan, [], "h1", {"secrets": secrets})
     assert undo["secrets"] == [{"usage_type": "ceph", "usage": "openvolume/rbd-1", "state": "absent"},
                                {"usage_type": "volume", "usage": "openvolume/rbd-1/luks", "state": "absent"}]
+
+
+def test_node_records_one_call_for_every_volume_and_portal() -> None:
+    from ansible_collections.openvolume.compute.plugins.filter.volumes import node_records
+
+    catalogue = dict(CATALOGUE, **{"vol-03": dict(CATALOGUE["vol-02"], auth_username="u3", auth_password="p3",
+                                                  node_settings={"node.session.timeo.replacement_timeout": 5})})
+    plan = attach_plan([{"volume": "vol-02", "instance": "d1"}, {"volume": "vol-03", "instance": "d1"}],
+                       catalogue, [], "h1")
+    records = node_records(plan, catalogue)
+    assert [(r["portal"], r["auth"] and r["auth"]["username"]) for r in records] == [
+        ("127.0.0.1:3260", None), ("127.0.0.1:3261", None), ("127.0.0.1:3260", "u3"), ("127.0.0.1:3261", "u3")]
+    assert records[2]["auth"]["password"] == "p3"
+    assert records[3]["settings"] == {"node.session.timeo.replacement_timeout": 5}
+    # The delete form: once per target and ifaces.
+    release = [{"target": "t1", "ifaces": None, "lun": 1}, {"target": "t1", "ifaces": None, "lun": 2}]
+    assert node_records(release) == [{"target": "t1", "ifaces": None}]
+
+
+def test_attach_undo_removes_the_node_records_the_batch_created() -> None:
+    plan = attach_plan([{"volume": "vol-02", "instance": "d1"}], CATALOGUE, [], "h1")
+    target = CATALOGUE["vol-02"]["target_iqn"]
+    nodes = {"changed": True, "records": [
+        {"target": target, "records": [{"iface": "default", "portal": "127.0.0.1:3260", "created": True}]},
+        {"target": target, "records": [{"iface": "default", "portal": "127.0.0.1:3261", "created": False}]},
+    ]}
+    assert attach_undo(plan, [], "h1", {"nodes": nodes})["nodes"] == [
+        {"target": target, "portal": "127.0.0.1:3260", "iface": "default"}]
+    # A failed batch changed nothing: nothing to undo.
+    assert attach_undo(plan, [], "h1", {"nodes": {"failed": True, "msg": "x"}})["nodes"] == []

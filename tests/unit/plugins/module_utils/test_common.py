@@ -86,3 +86,25 @@ def test_unreadable_holders_are_an_error_not_none(monkeypatch: t.Any) -> None:
     monkeypatch.setattr(_scsi_devices.os.path, "exists", lambda p: True)
     with pytest.raises(DeviceError, match="no holders directory"):
         Disk("sdq").holders()
+
+
+def test_apply_batch_undoes_the_items_done_before_a_failure_in_reverse() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeError, apply_batch
+
+    log: list[str] = []
+
+    def apply(item: str) -> dict[str, t.Any]:
+        if item == "c":
+            raise OpenVolumeError("c failed")
+        log.append(f"do {item}")
+        return {"changed": item == "a"}
+
+    def undo(item: str, outcome: dict[str, t.Any]) -> list[tuple[str, t.Callable[[], object]]]:
+        return [(f"undo {item}", lambda: log.append(f"undo {item}"))] if outcome["changed"] else []
+
+    assert apply_batch(["a", "b"], apply, undo) == [{"changed": True}, {"changed": False}]
+    log.clear()
+    with pytest.raises(OpenVolumeError, match="^c failed$"):
+        apply_batch(["a", "b", "c", "d"], apply, undo)
+    # b changed nothing, so only a is undone; d never ran.
+    assert log == ["do a", "do b", "undo a"]

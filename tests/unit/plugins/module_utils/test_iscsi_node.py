@@ -97,3 +97,129 @@ def test_masked_view_never_shows_a_secret() -> None:
     }
     changed = masked_view(record, keys, {"node.session.auth.password"})
     assert changed["node.session.auth.password"] == f"{MASK} (changed)"
+
+
+# Batches (records): all or nothing, against an in-memory node database ------
+
+class FakeModule:
+    def __init__(self, check_mode: bool = False) -> None:
+        self.check_mode = check_mode
+
+
+class FakeIscsiadm:
+    """The node database as a dict; updating ``bad_key`` fails like iscsiadm does for an unknown key."""
+
+    DEFAULTS = {"node.startup": "manual", "node.session.auth.authmethod": "None",
+                "node.session.auth.username": "", "node.session.auth.password": "",
+                "node.session.auth.username_in": "", "node.session.auth.password_in": "",
+                "node.session.timeo.replacement_timeout": "120"}
+
+    def __init__(self, bad_key: str = "node.conn[0].iscsi.HeaderDigest") -> None:
+        self.db: dict[tuple[str, str, str], dict[str, str]] = {}
+        self.bad_key = bad_key
+
+    def nodes(self) -> list[t.Any]:
+        from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import NodeEntry, Portal
+
+        return [NodeEntry(portal=Portal.parse(p), tpgt=1, target=tg, iface=i) for (tg, p, i) in self.db]
+
+    def node_record(self, *, target: str, portal: t.Any, iface: str) -> dict[str, str] | None:
+        rec = self.db.get((target, str(portal), iface))
+        return dict(rec) if rec is not None else None
+
+    def node_new(self, *, target: str, portal: t.Any, iface: str, tpgt: int | None = None) -> None:
+        self.db[(target, str(portal), iface)] = dict(self.DEFAULTS, **{self.bad_key: ""})
+
+    def node_update(self, *, target: str, portal: t.Any, iface: str, name: str, value: str, secret: bool) -> None:
+        if name == self.bad_key and value == "boom":
+            raise IscsiError(f"setting {name} failed: iscsiadm exit 7")
+        self.db[(target, str(portal), iface)][name] = value
+
+    def node_delete(self, *, target: str, portal: t.Any, iface: str | None) -> bool:
+        keys = [k for k in self.db if k[0] == target and (portal is None or k[1] == str(portal))
+                and (iface is None or k[2] == iface)]
+        for k in keys:
+            del self.db[k]
+        return bool(keys)
+
+
+def batch(*entries: dict[str, t.Any], state: str = "present") -> list[NodeRequest]:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import batch_requests
+
+    reqs = batch_requests({"records": list(entries), "state": state})
+    assert reqs is not None
+    return reqs
+
+
+def entry(target: str, portal: str = "127.0.0.1", **extra: t.Any) -> dict[str, t.Any]:
+    return {"target": target, "portal": portal, "iface": None, "ifaces": None, "auth": None, "startup": None,
+            "settings": None, "state": None} | extra
+
+
+T2 = "iqn.2026-11.org.openvolume.lab:vol-02"
+CHAP = {"method": "CHAP", "username": "u", "password": "s3cret", "username_in": None, "password_in": None}
+
+
+def test_batch_applies_every_record_and_a_repeat_changes_nothing() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import IscsiNode
+
+    db = FakeIscsiadm()
+    reqs = batch(entry(TARGET, auth=CHAP), entry(TARGET, "127.0.0.1:3261", auth=CHAP), entry(T2, startup="automatic"))
+    first = IscsiNode(FakeModule(), db).apply_all(reqs)  # type: ignore[arg-type]
+    assert [o["created"] for o in first] == [True, True, True]
+    assert db.db[(T2, "127.0.0.1:3260", "default")]["node.startup"] == "automatic"
+    again = IscsiNode(FakeModule(), db).apply_all(batch(  # type: ignore[arg-type]
+        entry(TARGET, auth=CHAP), entry(TARGET, "127.0.0.1:3261", auth=CHAP), entry(T2, startup="automatic")))
+    assert not any(o["changed"] for o in again)
+
+
+def test_batch_failure_removes_what_it_created_and_restores_what_it_changed() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import IscsiNode
+
+    db = FakeIscsiadm()
+    IscsiNode(FakeModule(), db).apply_all(batch(entry(TARGET, startup="manual")))  # type: ignore[arg-type]
+    IscsiNode(FakeModule(), db).apply_all(batch(entry(T2, "127.0.0.1:3261")))  # type: ignore[arg-type]
+    before = {k: dict(v) for k, v in db.db.items()}
+    reqs = batch(
+        entry(TARGET, startup="automatic", auth=CHAP),    # changed, must be set back
+        entry(T2, "127.0.0.1:3261", state="absent"),      # deleted, must come back
+        entry(T2, "127.0.0.1:3262"),                      # created, must go again
+        entry(T2, settings={"node.conn[0].iscsi.HeaderDigest": "boom"}),  # fails half-way
+    )
+    with pytest.raises(IscsiError) as err:
+        IscsiNode(FakeModule(), db).apply_all(reqs)  # type: ignore[arg-type]
+    assert err.value.msg.startswith("records[3]: setting node.conn[0].iscsi.HeaderDigest failed")
+    assert "could NOT undo" not in err.value.msg
+    assert db.db == before
+
+
+def test_batch_check_mode_predicts_the_real_run_for_a_shared_record() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import IscsiNode
+
+    entries = (entry(TARGET, auth=CHAP), entry(TARGET, auth=CHAP, startup="automatic"), entry(TARGET, state="absent"))
+    db = FakeIscsiadm()
+    predicted = IscsiNode(FakeModule(check_mode=True), db).apply_all(batch(*entries))  # type: ignore[arg-type]
+    assert db.db == {}
+    real = IscsiNode(FakeModule(), db).apply_all(batch(*entries))  # type: ignore[arg-type]
+    assert [(o["changed"], o.get("created")) for o in predicted] == [(o["changed"], o.get("created")) for o in real]
+    assert [o["changed"] for o in real] == [True, True, True]
+    assert real[1]["created"] is False
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"records": [], "target": TARGET}, "records: give either records or target (the single form), not both"),
+        ({"records": [entry(TARGET, portal=None)]}, "records[0].portal: required with state=present"),
+        ({"records": [entry(TARGET), entry("nope")]}, "records[1].target: "),
+        ({"records": [entry(TARGET, iface="a", ifaces=["b"])]}, "records[0]: iface and ifaces are mutually"),
+        ({"records": [entry(TARGET, settings={"node.startup": "x"})]}, "records[0].settings: 'node.startup'"),
+        ({"records": [], "discover": True}, "records: give either records or discover"),
+    ],
+)
+def test_batch_errors_name_the_entry(params: dict[str, t.Any], message: str) -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import batch_requests
+
+    with pytest.raises(IscsiError) as err:
+        batch_requests({"state": "present"} | params)
+    assert err.value.msg.startswith(message), err.value.msg
