@@ -300,7 +300,7 @@ records:
       (as RV(record)).
     - With O(records), one result per entry, in the order of the entries, with the keys the single form returns
       for it (RV(target), RV(portal), RV(iface), RV(ifaces), RV(created), RV(record), RV(records),
-      RV(removed)) and its C(state) and C(changed). A failed call returns no per-entry results: it changed
+      RV(removed)) and its C(state) and C(changed). A failed call returns no per-entry results, as it changed
       nothing.
   returned: with O(state=present) and O(discover=false), and with O(records)
   type: list

@@ -155,7 +155,7 @@ options:
     suboptions:
       volume_id:
         description:
-          - The caller's name for the volume, returned as is in its result (RV(volumes[].volume_id)) so that
+          - The caller's name for the volume, returned as is as C(volume_id) in its entry of RV(volumes), so that
             results can be matched to volumes. Not used otherwise.
         type: str
       target:

@@ -398,6 +398,7 @@ def test_attach_undo_disconnects_every_volume_of_a_target_this_run_logged_in_to(
         {"volume_id": "vol-02", "target": target, "logged_in": ["127.0.0.1:3260"], "wwid": "w2"},
         {"volume_id": "vol-03", "target": target, "logged_in": [], "wwid": "w3"}]}
     undo = attach_undo(plan, [], "h1", {"sessions": sessions})
-    assert [(e["volume_id"], e["lun"], e["wwid"]) for e in undo["sessions"]] == [("vol-02", 1, "w2"), ("vol-03", 2, "w3")]
+    assert [(e["volume_id"], e["lun"], e["wwid"]) for e in undo["sessions"]] == [
+        ("vol-02", 1, "w2"), ("vol-03", 2, "w3")]
     # A failed call logged out of what it logged in to: nothing to undo.
     assert attach_undo(plan, [], "h1", {"sessions": {"failed": True, "msg": "x"}})["sessions"] == []
