@@ -214,8 +214,8 @@ class IscsiNode:
                 self.iscsiadm.node_update(target=req.target, portal=portal, iface=iface, name=key,
                                           value=changes[key], secret=is_secret_setting(key))
         except IscsiError as exc:
-            undo_after(exc, [(f"resetting {key}", functools.partial(self._set, req.target, portal, iface, key,
-                                                                     previous.get(key, "")))
+            undo_after(exc, [(f"resetting {key}",
+                              functools.partial(self._set, req.target, portal, iface, key, previous.get(key, "")))
                              for key in reversed(applied)])
             raise
 

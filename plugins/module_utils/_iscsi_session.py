@@ -352,8 +352,8 @@ class IscsiSession:
         # first path (flat space addressing from LUN 256, as most targets use).
         first = plan.wanted[0].portal
         kernel_lun = req.lun if req.lun < 256 else 0x4000 | req.lun
-        result["device_path"] = "/dev/disk/by-path/" + by_path_name(address=first.host, port=first.port,
-                                                                       target=req.target, kernel_lun=kernel_lun)
+        name = by_path_name(address=first.literal, port=first.port, target=req.target, kernel_lun=kernel_lun)
+        result["device_path"] = f"/dev/disk/by-path/{name}"
         result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}
                               for p, s in plan.existing.items()]
         result["waited"] = {"devices": {}, "links": 0.0, "multipath": None, "total": 0.0}
