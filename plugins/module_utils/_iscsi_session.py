@@ -259,6 +259,8 @@ class IscsiSession:
         multipath map). Any failure logs out of every session this call
         logged in to.
         """
+        # One bound for the whole call, counted from before the first login.
+        deadline = _Deadline(max(req.wait_timeout for req in reqs))
         details = self.iscsiadm.session_details()
         logged: list[tuple[str, Path]] = []
         try:
@@ -270,7 +272,6 @@ class IscsiSession:
                     raise type(exc)(req.named(exc.msg), **exc.details) from None
             if self.module.check_mode:
                 return [self._predicted(req, plan) for req, plan in zip(reqs, plans, strict=True)]
-            deadline = _Deadline(max(req.wait_timeout for req in reqs))
             details = self.iscsiadm.session_details()
             # New sessions scan by themselves; an existing one learns of a
             # LUN mapped since its login (and of a changed one) only by a
