@@ -518,7 +518,10 @@ def batch_requests(params: t.Mapping[str, t.Any]) -> list[NodeRequest] | None:
     """
     if params.get("records") is None:
         return None
-    given = [opt for opt in RECORD_OPTIONS + SINGLE_ONLY if params.get(opt) not in (None, {}, [], False)]
+    # iface/ifaces at the top level are the entries' default (what the
+    # module_defaults group sets once), like state.
+    given = [opt for opt in RECORD_OPTIONS + SINGLE_ONLY
+             if opt not in ("iface", "ifaces") and params.get(opt) not in (None, {}, [], False)]
     if given:
         raise IscsiError(f"records: give either records or {', '.join(given)} (the single form), not both; "
                          "put those options into each entry of records")
@@ -526,6 +529,8 @@ def batch_requests(params: t.Mapping[str, t.Any]) -> list[NodeRequest] | None:
     for i, entry in enumerate(params["records"]):
         if entry.get("iface") and entry.get("ifaces"):
             raise IscsiError(f"records[{i}]: iface and ifaces are mutually exclusive; give one of them")
+        if not entry.get("iface") and not entry.get("ifaces"):
+            entry = dict(entry, iface=params.get("iface"), ifaces=params.get("ifaces"))
         try:
             req = NodeRequest.from_params(dict(entry, state=entry.get("state") or params["state"]))
             if req.state == "present" and req.portal is None:

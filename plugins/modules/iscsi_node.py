@@ -64,12 +64,15 @@ options:
     description:
       - The open-iscsi interface (C(iscsiadm -m iface)) the record belongs to.
       - Without O(iface) and O(ifaces), C(default).
+      - With O(records), the iface of the entries that give neither O(records[].iface) nor O(records[].ifaces)
+        (so that a C(module_defaults) group can set it once).
     type: str
   ifaces:
     description:
       - Several ifaces, the same record (O(auth), O(startup), O(settings)) for each of them, as one session
         per iface needs (multipath over one portal through two NICs); see RV(records).
       - With O(state=absent), the records of these ifaces are deleted.
+      - With O(records), the ifaces of the entries that give neither O(records[].iface) nor O(records[].ifaces).
     type: list
     elements: str
   state:
@@ -132,8 +135,8 @@ options:
   records:
     description:
       - Several node records in one call, each entry with the options of the single form. Mutually exclusive
-        with those top-level options (O(target), O(portal), O(iface), O(ifaces), O(auth), O(startup),
-        O(settings)) and with O(discover); O(state) is the default of the entries' own O(records[].state).
+        with those top-level options (O(target), O(portal), O(auth), O(startup), O(settings)) and with
+        O(discover); O(state), O(iface) and O(ifaces) are the defaults of the entries' own.
       - All or nothing. The entries are applied in order; when one fails (a key iscsiadm does not know,
         iscsiadm failing), the records the earlier entries created are deleted again, the keys they changed
         are set back and the records they deleted are made again, then the task fails with the error of the

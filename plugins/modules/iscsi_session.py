@@ -80,6 +80,8 @@ options:
     description:
       - The open-iscsi iface of the node records and sessions (C(iscsiadm -m iface)).
       - Without O(iface) and O(ifaces), C(default) (the kernel's iscsi_tcp over the routing table).
+      - With O(volumes), the iface of the entries that give neither O(volumes[].iface) nor O(volumes[].ifaces)
+        (so that a C(module_defaults) group can set it once).
     type: str
   ifaces:
     description:
@@ -88,6 +90,7 @@ options:
         O(openvolume.compute.iscsi_node#module:ifaces)).
       - Without O(multipath), the first portal and iface that logs in is used, as with several portals.
       - With O(state=absent), only sessions of these ifaces are logged out.
+      - With O(volumes), the ifaces of the entries that give neither O(volumes[].iface) nor O(volumes[].ifaces).
     type: list
     elements: str
   wwid:
@@ -138,8 +141,9 @@ options:
   volumes:
     description:
       - Several volumes in one call, each entry with the per-volume options of the single form; O(state),
-        O(wait_timeout) and O(rescan) are shared. Mutually exclusive with the top-level per-volume options
-        (O(target), O(portals), O(lun), O(iface), O(ifaces), O(multipath), O(wwid), O(resize)).
+        O(wait_timeout) and O(rescan) are shared, O(iface) and O(ifaces) are the entries' default. Mutually
+        exclusive with the other top-level per-volume options (O(target), O(portals), O(lun), O(multipath),
+        O(wwid), O(resize)).
       - With O(state=present), logs in first to every path of every volume, once per target and path (several
         LUNs of one target share its sessions), rescans the sessions that existed before once, then waits for
         the disks of all volumes together under one O(wait_timeout), then checks each volume (WWID, by-path

@@ -223,3 +223,12 @@ def test_batch_errors_name_the_entry(params: dict[str, t.Any], message: str) -> 
     with pytest.raises(IscsiError) as err:
         batch_requests({"state": "present"} | params)
     assert err.value.msg.startswith(message), err.value.msg
+
+
+def test_batch_takes_the_top_level_ifaces_as_the_entries_default() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import batch_requests
+
+    reqs = batch_requests({"records": [entry(TARGET, "127.0.0.1:3260,1"), entry(T2, iface="own")],
+                           "state": "present", "ifaces": ["if1", "if2"]})
+    assert reqs is not None
+    assert [r.ifaces for r in reqs] == [["if1", "if2"], ["own"]]

@@ -147,3 +147,9 @@ def test_batch_errors_name_the_entry() -> None:
                       "state": "present", "wait_timeout": 1.0, "rescan": True})
     with pytest.raises(mod.IscsiError, match="^volumes: give either volumes or target"):
         mod.requests({"volumes": [], "target": IQN, "state": "present", "wait_timeout": 1.0, "rescan": True})
+
+
+def test_batch_takes_the_top_level_iface_as_the_entries_default() -> None:
+    reqs, _batch = mod.requests({"volumes": [{"target": IQN, "portals": ["p"]}, {"target": IQN, "iface": "own"}],
+                                 "iface": "shared", "state": "absent", "wait_timeout": 1.0, "rescan": True})
+    assert [r.ifaces for r in reqs] == [["shared"], ["own"]]
