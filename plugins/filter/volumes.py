@@ -263,7 +263,7 @@ def in_use_entries(
     """volume_reservation entries that mark the plan's attachments in-use.
 
     ``disks`` are libvirt_disk's per-disk results, in plan order; ``sessions``
-    the registered iscsi_session loop (the device and WWID each volume got).
+    the registered iscsi_session call (the device and WWID each volume got).
     Items that are not being attached (a ``repair`` of a disk in use) stay
     as they are.
     """
@@ -316,7 +316,7 @@ def disk_specs(
 
     In host mode the source is the block device iscsi_session returned for
     the volume (the multipath map when there is one, else the by-path link);
-    ``sessions`` is the registered result of the iscsi_session loop.
+    ``sessions`` is the registered result of the one iscsi_session call (``volumes``).
     """
     devices = session_devices(sessions)
     specs = []
@@ -343,31 +343,51 @@ def disk_specs(
 
 
 def _session_results(sessions: t.Any) -> dict[str, t.Mapping[str, t.Any]]:
-    """Volume id -> its iscsi_session result, from the registered loop."""
-    out: dict[str, t.Mapping[str, t.Any]] = {}
-    for res in (sessions or {}).get("results", []) if isinstance(sessions, t.Mapping) else []:
-        item = res.get("item") or {}
-        if item.get("volume_id") and not res.get("skipped"):
-            out[item["volume_id"]] = res
-    return out
+    """Volume id -> its result, from the registered iscsi_session call (its ``volumes``)."""
+    if not isinstance(sessions, t.Mapping) or sessions.get("skipped"):
+        return {}
+    return {res["volume_id"]: res for res in sessions.get("volumes") or []
+            if isinstance(res, t.Mapping) and res.get("volume_id")}
 
 
 def session_devices(sessions: t.Any) -> dict[str, str]:
-    """Volume id -> block device path, from the registered iscsi_session loop.
+    """Volume id -> the block device iscsi_session says libvirt should get (``device_path``).
 
-    In check mode no device exists yet; the by-path name the LUN will have is
-    used, so the disk's diff still shows where it would come from.
+    That is the multipath map, or else the by-path link; in check mode, where
+    no device exists yet, the by-path name the LUN will have.
     """
-    devices: dict[str, str] = {}
-    for vid, res in _session_results(sessions).items():
-        item = res.get("item") or {}
-        path = res.get("multipath_device") or res.get("by_path")
-        if not path and item.get("connection_info"):
+    return {vid: res["device_path"] for vid, res in _session_results(sessions).items() if res.get("device_path")}
+
+
+def session_volumes(items: t.Sequence[t.Mapping[str, t.Any]], resize: bool = False) -> list[dict[str, t.Any]]:
+    """iscsi_session ``volumes`` entries, one call for all the volumes of a host.
+
+    From attach plan items (their public connection_info, portals, multipath,
+    ifaces and catalogue WWN), or from items that name ``target``, ``lun``,
+    ``portals`` (or one ``portal``), ``ifaces`` (or one ``iface``) and
+    ``wwid`` (the detach role's release decisions, reconcile's orphan LUNs).
+    A volume attached to two domains of the host is one entry.
+    """
+    entries: list[dict[str, t.Any]] = []
+    for item in items:
+        if item.get("connection_info"):
             data = item["connection_info"]["data"]
-            path = f"/dev/disk/by-path/ip-{data['target_portal']}-iscsi-{data['target_iqn']}-lun-{data['target_lun']}"
-        if path:
-            devices[vid] = path
-    return devices
+            entry: dict[str, t.Any] = {
+                "volume_id": item["volume_id"], "target": data["target_iqn"], "portals": item["portals"],
+                "lun": data["target_lun"], "multipath": item["multipath"], "ifaces": item.get("ifaces") or None,
+                "wwid": item.get("wwn") or None}
+        else:
+            entry = {
+                "volume_id": item.get("volume_id"), "target": item["target"],
+                "portals": item.get("portals") or ([item["portal"]] if item.get("portal") else []),
+                "lun": item.get("lun") or 0,
+                "ifaces": item.get("ifaces") or ([item["iface"]] if item.get("iface") else None),
+                "wwid": item.get("wwid") or None}
+        if resize:
+            entry["resize"] = True
+        if entry not in entries:
+            entries.append(entry)
+    return entries
 
 
 def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
@@ -694,10 +714,11 @@ def attach_undo(
     ]
     created_secrets = {s.get("usage") for s in _results(results.get("secrets"), "secrets")
                        if s.get("changed") and s.get("created")}
-    logged_in = {
-        res["item"]["volume_id"] for res in _results(results.get("sessions"), "results")
-        if res.get("logged_in") and not res.get("skipped") and res.get("item")
-    }
+    # iscsi_session's one call: the volumes it logged in for, and those that
+    # share a session it made (another LUN of the same target).
+    connected = list(_session_results(results.get("sessions")).values())
+    fresh_targets = {res.get("target") for res in connected if res.get("logged_in")}
+    logged_in = {res["volume_id"] for res in connected if res.get("target") in fresh_targets}
     # iscsi_node's one call: per entry, per iface, whether it created the record.
     created_nodes = []
     for res in _results(results.get("nodes"), "records"):
@@ -725,8 +746,10 @@ def attach_undo(
             secrets.append({"usage_type": "volume", "usage": decision["remove_luks_secret"], "state": "absent"})
         if decision["disconnect"] and item["volume_id"] in logged_in:
             data = item["connection_info"]["data"]
-            sessions.append({"target": data["target_iqn"], "portals": item["portals"], "lun": data["target_lun"],
-                             "ifaces": item.get("ifaces"), "wwid": wwids.get(item["volume_id"])})
+            entry = {"volume_id": item["volume_id"], "target": data["target_iqn"], "portals": item["portals"],
+                     "lun": data["target_lun"], "ifaces": item.get("ifaces"), "wwid": wwids.get(item["volume_id"])}
+            if entry not in sessions:
+                sessions.append(entry)
         if decision["remove_node_records"]:
             nodes += [n for n in created_nodes
                       if n["target"] == item["connection_info"]["data"].get("target_iqn") and n not in nodes]
@@ -881,6 +904,7 @@ class FilterModule:
             "reservation_entries": reservation_entries,
             "disk_specs": disk_specs,
             "session_devices": session_devices,
+            "session_volumes": session_volumes,
             "secret_entries": secret_entries,
             "volume_table": volume_table,
             "disk_table": disk_table,

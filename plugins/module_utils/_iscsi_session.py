@@ -78,6 +78,10 @@ class SessionRequest:
     rescan: bool
     expected_wwid: str | None = None
     resize: bool = False
+    # In a batch: the caller's name for the volume (returned as is) and
+    # where the entry is (``volumes[2]``), for errors.
+    volume_id: str | None = None
+    where: str = ""
 
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> SessionRequest:
@@ -99,7 +103,13 @@ class SessionRequest:
         return cls(target=target, portals=portals, lun=params["lun"], ifaces=ifaces,
                    multipath=params["multipath"], wait_timeout=float(params["wait_timeout"]),
                    rescan=params["rescan"], expected_wwid=normalize_wwid(wwid, param="wwid") if wwid else None,
-                   resize=bool(params.get("resize")))
+                   resize=bool(params.get("resize")), volume_id=params.get("volume_id"))
+
+    def named(self, msg: str) -> str:
+        """``msg`` with the batch entry it is about in front (``volumes[2] (vol-7): ...``)."""
+        if not self.where:
+            return msg
+        return f"{self.where}{f' ({self.volume_id})' if self.volume_id else ''}: {msg}"
 
     def paths(self) -> list[Path]:
         """Every path asked for, portals first, in the order given."""
@@ -141,6 +151,17 @@ class _Found:
     disk: Disk
 
 
+@dataclass
+class _Connect:
+    """What the login phase of a batch did (or would do) for one volume."""
+
+    existing: dict[Path, SessionDetail]
+    wanted: list[Path]
+    logged_in: list[Path]
+    # Paths with a session made by this call (for this volume or an earlier one).
+    fresh: set[Path]
+
+
 def _path_of(s: SessionDetail) -> Path:
     # The parser gives every session a persistent portal (its current one if
     # iscsiadm printed none).
@@ -168,9 +189,9 @@ class IscsiSession:
                                       name="node.startup", value="automatic", secret=False)
 
     @skip_if_check_mode
-    def _logout(self, req: SessionRequest, s: SessionDetail) -> None:
+    def _logout(self, s: SessionDetail) -> None:
         if s.sid is not None:
-            self.iscsiadm.logout_session(sid=s.sid, what=f"{req.target} at {_path_of(s)}")
+            self.iscsiadm.logout_session(sid=s.sid, what=f"{s.target} at {_path_of(s)}")
 
     @skip_if_check_mode
     def _rescan(self, sids: list[int]) -> None:
@@ -211,115 +232,182 @@ class IscsiSession:
             )
         return records
 
-    def _rollback(self, req: SessionRequest, logged_in: list[Path], error: IscsiError) -> None:
-        """Log out of the sessions this call logged in to (found again by their path).
+    def _rollback(self, logged: list[tuple[str, Path]], error: IscsiError) -> None:
+        """Log out of the sessions this call logged in to (found again by target and path).
 
         A logout that fails is added to ``error``, which the caller raises.
         """
-        if not logged_in:
+        if not logged:
             return
-        undo_after(error, [(f"logout from {req.target} at {s.persistent_portal or s.portal}",
-                            lambda s=s: self._logout(req, s))  # type: ignore[misc]
-                           for s in self._sessions(req) if _path_of(s) in logged_in])
+        undo_after(error, [(f"logout from {s.target} at {s.persistent_portal or s.portal}",
+                            lambda s=s: self._logout(s))  # type: ignore[misc]
+                           for s in self.iscsiadm.session_details()
+                           if s.sid is not None and (s.target, _path_of(s)) in logged])
 
     # states -------------------------------------------------------------------------
     def state_present(self, req: SessionRequest) -> dict[str, t.Any]:
-        existing = {_path_of(s): s for s in self._sessions(req)}
+        return self.present_all([req])[0]
+
+    def present_all(self, reqs: t.Sequence[SessionRequest]) -> list[dict[str, t.Any]]:
+        """Connect every volume of a batch, all or nothing.
+
+        First the logins of all volumes (a session that an earlier volume of
+        the batch made, or one that existed, serves every LUN of its target:
+        one login per target and path), then one rescan of the sessions that
+        existed before, then one bounded poll for all the LUNs' disks under
+        one ``wait_timeout``, then each volume's checks (WWID, links,
+        multipath map). Any failure logs out of every session this call
+        logged in to.
+        """
+        # One bound for the whole call, counted from before the first login.
+        deadline = _Deadline(max(req.wait_timeout for req in reqs))
+        details = self.iscsiadm.session_details()
+        logged: list[tuple[str, Path]] = []
+        try:
+            plans = []
+            for req in reqs:
+                try:
+                    plans.append(self._connect(req, details, logged))
+                except IscsiError as exc:
+                    raise type(exc)(req.named(exc.msg), **exc.details) from None
+            if self.module.check_mode:
+                return [self._predicted(req, plan) for req, plan in zip(reqs, plans, strict=True)]
+            details = self.iscsiadm.session_details()
+            # New sessions scan by themselves; an existing one learns of a
+            # LUN mapped since its login (and of a changed one) only by a
+            # rescan: once per session, however many LUNs it carries.
+            self._rescan(sorted({s.sid for req, plan in zip(reqs, plans, strict=True) if req.rescan
+                                 for p, s in plan.existing.items() if p in plan.wanted and s.sid is not None}))
+            sessions = [self._sessions_of(req, plan, details) for req, plan in zip(reqs, plans, strict=True)]
+            pairs = [(req, s) for req, ordered in zip(reqs, sessions, strict=True) for s in ordered[0]]
+            appeared = self.devices.wait_for_luns([(SysfsSession(s.sid or 0), req.lun) for req, s in pairs],
+                                                  timeout=deadline.left())
+            waits = {(id(req), s.sid): appeared.get(i) for i, (req, s) in enumerate(pairs)}
+            results = []
+            for req, plan, (ordered, others) in zip(reqs, plans, sessions, strict=True):
+                try:
+                    results.append(self._finish(req, plan, ordered, others, waits, deadline))
+                except IscsiError as exc:
+                    raise type(exc)(req.named(exc.msg), **exc.details) from None
+        except IscsiError as exc:
+            # No half-done state: log out of what this call logged in to.
+            self._rollback(logged, exc)
+            raise
+        return results
+
+    def _connect(self, req: SessionRequest, details: list[SessionDetail],
+                 logged: list[tuple[str, Path]]) -> _Connect:
+        """Log in where the volume has no session yet; ``logged`` collects the logins of the whole call."""
+        existing = {_path_of(s): s for s in details if req.owns(s) and s.sid is not None}
         paths = req.paths()
+        made = {p for tg, p in logged if tg == req.target and p in paths}
+        have = set(existing) | made
         if req.multipath:
             wanted = paths
         else:
-            wanted = [p for p in paths if p in existing][:1] or paths[:1]
-        to_login = [p for p in wanted if p not in existing]
-        records: dict[Path, NodeEntry] = {}
-        if not self.module.check_mode:
-            # In check mode the record may be one an earlier task would have
-            # created (the volume_attach role does): report the login only.
-            # Without multipath and without a session, any path may be the one
-            # that logs in: all need their record.
-            records = self._records(req, to_login if req.multipath or existing else paths)
-        before = sorted(str(p) for p in existing)
-        result: dict[str, t.Any] = {
-            "changed": bool(to_login),
-            "logged_in": [str(p.portal) for p in to_login],
+            wanted = [p for p in paths if p in have][:1] or paths[:1]
+        to_login = [p for p in wanted if p not in have]
+        if self.module.check_mode:
+            # The record may be one an earlier task would have created (the
+            # volume_attach role's): report the login only.
+            logged.extend((req.target, p) for p in to_login)
+            return _Connect(existing, wanted, to_login, made | set(to_login))
+        # Without multipath and without a session, any path may be the one
+        # that logs in: all need their record.
+        records = self._records(req, to_login if req.multipath or have else paths)
+        logged_in: list[Path] = []
+        if not req.multipath and not have:
+            # One path: try them in order until one logs in.
+            errors = []
+            for path in paths:
+                try:
+                    self._login(req, records[path])
+                except IscsiError as exc:
+                    errors.append(exc.msg)
+                    continue
+                logged.append((req.target, path))
+                logged_in, wanted = [path], [path]
+                break
+            if not logged_in:
+                raise IscsiError("; ".join(errors))
+        else:
+            for path in to_login:
+                self._login(req, records[path])
+                logged.append((req.target, path))
+                logged_in.append(path)
+        return _Connect(existing, wanted, logged_in, made | set(logged_in))
+
+    def _base_result(self, req: SessionRequest, plan: _Connect) -> dict[str, t.Any]:
+        before = sorted(str(p) for p in plan.existing)
+        return {
+            "changed": bool(plan.logged_in),
+            "logged_in": [str(p.portal) for p in plan.logged_in],
             "initiator": initiator_name(),
             "diff": {"before": {"sessions": before},
-                     "after": {"sessions": sorted(before + [str(p) for p in to_login])}},
+                     "after": {"sessions": sorted(before + [str(p) for p in plan.logged_in])}},
         }
-        if self.module.check_mode:
-            result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}
-                                  for p, s in existing.items()]
-            result["waited"] = {"devices": {}, "links": 0.0, "multipath": None, "total": 0.0}
-            return result
-        logged_in: list[Path] = []
-        deadline = _Deadline(req.wait_timeout)
-        try:
-            if not req.multipath and not existing:
-                # One path: try them in order until one logs in.
-                errors = []
-                for path in paths:
-                    try:
-                        self._login(req, records[path])
-                    except IscsiError as exc:
-                        errors.append(exc.msg)
-                        continue
-                    logged_in, wanted = [path], [path]
-                    break
-                if not logged_in:
-                    raise IscsiError("; ".join(errors))
-            else:
-                for path in to_login:
-                    self._login(req, records[path])
-                    logged_in.append(path)
-            result["logged_in"] = [str(p.portal) for p in logged_in]
-            result["changed"] = bool(logged_in)
-            result["diff"]["after"]["sessions"] = sorted(before + [str(p) for p in logged_in])
-            details = self.iscsiadm.session_details()
-            sessions = {_path_of(s): s for s in details
-                        if req.owns(s) and s.sid is not None and _path_of(s) in wanted}
-            # Sessions of the target through other ifaces share by-path names
-            # with ours (see _links).
-            others = [s for s in details if s.target == req.target and s.sid is not None
-                      and (s.transport is None or s.transport in SESSION_TRANSPORTS) and s not in sessions.values()]
-            lost = [str(p) for p in wanted if p not in sessions]
-            if lost:
-                raise IscsiError(f"portals: no session for {req.target} at {', '.join(lost)} after the login; "
-                                 "the target may have dropped it (see the target's log and dmesg)")
-            ordered = [sessions[p] for p in wanted]
-            if req.rescan:
-                # New sessions scan by themselves; an existing one learns of a
-                # LUN mapped since its login (and of a changed one) only by a rescan.
-                self._rescan([s.sid for p, s in sessions.items() if p in existing and s.sid is not None])
-            result.update(self._devices(req, ordered, others, fresh=set(logged_in), deadline=deadline))
-            result["waited"]["total"] = deadline.elapsed()
-            resized = result.get("resized")
-            if resized and resized["after"] > resized["before"]:
-                result["changed"] = True
-                result["diff"]["before"]["size"] = resized["before"]
-                result["diff"]["after"]["size"] = resized["after"]
-            result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": sessions[p].sid}
-                                  for p in wanted]
-        except IscsiError as exc:
-            # No half-done state: log out of what this call logged in to.
-            self._rollback(req, logged_in, exc)
-            raise
+
+    def _predicted(self, req: SessionRequest, plan: _Connect) -> dict[str, t.Any]:
+        result = self._base_result(req, plan)
+        # No device exists yet: the by-path name the LUN will get through the
+        # first path (flat space addressing from LUN 256, as most targets use).
+        first = plan.wanted[0].portal
+        kernel_lun = req.lun if req.lun < 256 else 0x4000 | req.lun
+        name = by_path_name(address=first.literal, port=first.port, target=req.target, kernel_lun=kernel_lun)
+        result["device_path"] = f"/dev/disk/by-path/{name}"
+        result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}
+                              for p, s in plan.existing.items()]
+        result["waited"] = {"devices": {}, "links": 0.0, "multipath": None, "total": 0.0}
+        return result
+
+    def _sessions_of(self, req: SessionRequest, plan: _Connect,
+                     details: list[SessionDetail]) -> tuple[list[SessionDetail], list[SessionDetail]]:
+        """The volume's sessions in the order of its paths, and the target's other sessions."""
+        sessions = {_path_of(s): s for s in details
+                    if req.owns(s) and s.sid is not None and _path_of(s) in plan.wanted}
+        lost = [str(p) for p in plan.wanted if p not in sessions]
+        if lost:
+            raise IscsiError(req.named(
+                f"portals: no session for {req.target} at {', '.join(lost)} after the login; "
+                "the target may have dropped it (see the target's log and dmesg)"))
+        # Sessions of the target through other ifaces share by-path names
+        # with ours (see _links).
+        others = [s for s in details if s.target == req.target and s.sid is not None
+                  and (s.transport is None or s.transport in SESSION_TRANSPORTS) and s not in sessions.values()]
+        return [sessions[p] for p in plan.wanted], others
+
+    def _finish(self, req: SessionRequest, plan: _Connect, ordered: list[SessionDetail],
+                others: list[SessionDetail], waits: dict[tuple[int, int | None], float | None],
+                deadline: _Deadline) -> dict[str, t.Any]:
+        result = self._base_result(req, plan)
+        result.update(self._devices(req, ordered, others, fresh=plan.fresh, deadline=deadline,
+                                    appeared={s.sid: waits.get((id(req), s.sid)) for s in ordered}))
+        result["waited"]["total"] = deadline.elapsed()
+        resized = result.get("resized")
+        if resized and resized["after"] > resized["before"]:
+            result["changed"] = True
+            result["diff"]["before"]["size"] = resized["before"]
+            result["diff"]["after"]["size"] = resized["after"]
+        result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}
+                              for p, s in zip(plan.wanted, ordered, strict=True)]
+        result["device_path"] = result["multipath_device"] or result["by_path"]
         return result
 
     def _devices(self, req: SessionRequest, sessions: list[SessionDetail], others: list[SessionDetail], *,
-                 fresh: set[Path], deadline: _Deadline) -> dict[str, t.Any]:
-        """Find, check and describe the LUN's disk below every session."""
+                 fresh: set[Path], deadline: _Deadline, appeared: dict[int | None, float | None]) -> dict[str, t.Any]:
+        """Find, check and describe the LUN's disk below every session.
+
+        ``appeared`` is the one poll's result (``wait_for_luns``): per
+        session id, the seconds until the LUN's disk showed, None when it
+        did not within the deadline.
+        """
         found: list[_Found] = []
-        # The LUN shows up below every session at once (the kernel scans them
-        # in parallel), so waiting for one after the other under one deadline
-        # is waiting for all together; each device's time counts from the
-        # start, which is what an operator wants to see.
-        phase = time.monotonic()
-        appeared: dict[str, float] = {}
+        times: dict[str, float] = {}
         for s in sessions:
             sysfs = SysfsSession(s.sid or 0)
-            lun = self.devices.wait_for_lun(sysfs, req.lun, timeout=deadline.left())
+            lun = sysfs.find_lun(req.lun) if appeared.get(s.sid) is not None else None
             if lun is not None:
-                appeared[f"/dev/{lun.disk}"] = round(time.monotonic() - phase, 2)
+                times[f"/dev/{lun.disk}"] = appeared[s.sid] or 0.0
             if lun is None:
                 seen = ", ".join(d.hctl + (f" ({d.disk})" if d.disk else "") for d in sysfs.luns()) or "none"
                 raise DeviceError(
@@ -350,7 +438,7 @@ class IscsiSession:
             )
         began = time.monotonic()
         links = self._links(req, found, others, wwid, deadline)
-        waited: dict[str, t.Any] = {"devices": appeared, "links": round(time.monotonic() - began, 2), "multipath": None}
+        waited: dict[str, t.Any] = {"devices": times, "links": round(time.monotonic() - began, 2), "multipath": None}
         out: dict[str, t.Any] = {
             "by_path": links[0],
             "by_paths": links,
@@ -441,21 +529,99 @@ class IscsiSession:
         return [links[n] for n in names]
 
     def state_absent(self, req: SessionRequest) -> dict[str, t.Any]:
-        sessions = self._sessions(req)
-        found: list[tuple[SessionDetail, Disk]] = []
-        others: dict[int | None, list[int]] = {}
-        for s in sessions:
-            sysfs = SysfsSession(s.sid or 0)
-            lun = sysfs.find_lun(req.lun)
+        return self.absent_all([req])[0]
+
+    def absent_all(self, reqs: t.Sequence[SessionRequest]) -> list[dict[str, t.Any]]:
+        """Disconnect every volume of a batch.
+
+        Every volume's disks are found and checked (``wwid``) before anything
+        is removed, so a refusal removes nothing. Then the multipath maps and
+        disks of all volumes go, then each session that carries no other
+        disk (one of a LUN this batch does not remove) is logged out, once.
+        """
+        details = self.iscsiadm.session_details()
+        plans = []
+        for req in reqs:
+            try:
+                plans.append(self._absent_plan(req, details))
+            except IscsiError as exc:
+                raise type(exc)(req.named(exc.msg), **exc.details) from None
+        # The kernel LUN numbers each session loses in this call; what else
+        # it carries keeps it (another LUN of the target attached on this host).
+        removed: dict[int, set[int]] = {}
+        for plan in plans:
+            for sess, _disk, kernel_lun in plan["found"]:
+                removed.setdefault(sess.sid or 0, set()).add(kernel_lun)
+        staying = {sid: sorted(d.lun for d in SysfsSession(sid).luns()
+                               if d.disk and d.lun not in removed.get(sid, set()))
+                   for sid in {sess.sid or 0 for plan in plans for sess in plan["sessions"]}}
+        done_maps: set[str] = set()
+        done_disks: set[str] = set()
+        results = []
+        for req, plan in zip(reqs, plans, strict=True):
+            # Each removal waits until the kernel let go of the map or disk; the
+            # times go into the result (a slow flush is a guest's I/O still draining).
+            waited: dict[str, t.Any] = {"devices": {}, "multipath": None}
+            began = time.monotonic()
+            for mpath in plan["maps"]:
+                if mpath.dm not in done_maps:
+                    self._remove_map(mpath, req.wait_timeout)
+                    done_maps.add(mpath.dm)
+            if plan["maps"]:
+                waited["multipath"] = round(time.monotonic() - began, 2)
+            for _sess, disk, _lun in plan["found"]:
+                if disk.name in done_disks:
+                    continue
+                step = time.monotonic()
+                self._delete_disk(disk, req.wait_timeout)
+                done_disks.add(disk.name)
+                waited["devices"][disk.dev] = round(time.monotonic() - step, 2)
+            waited["total"] = round(time.monotonic() - began, 2)
+            results.append(waited)
+        logged_out: set[int] = set()
+        out = []
+        for plan, waited in zip(plans, results, strict=True):
+            sessions = plan["sessions"]
+            to_logout = [sess for sess in sessions if not staying.get(sess.sid or 0)]
+            kept = [sess for sess in sessions if sess not in to_logout]
+            for sess in to_logout:
+                if (sess.sid or 0) not in logged_out:
+                    self._logout(sess)
+                    logged_out.add(sess.sid or 0)
+            disks = [d for _s, d, _l in plan["found"]]
+            out.append({
+                "changed": bool(disks or plan["maps"] or to_logout),
+                "diff": {
+                    "before": {"sessions": sorted(str(_path_of(x)) for x in sessions),
+                               "devices": [d.dev for d in disks]},
+                    "after": {"sessions": sorted(str(_path_of(x)) for x in kept), "devices": []},
+                },
+                "removed_devices": [d.dev for d in disks],
+                "waited": waited,
+                "removed_multipath": [m.dev for m in plan["maps"]],
+                "logged_out": [str(_path_of(x).portal) for x in to_logout],
+                "kept_sessions": [
+                    {"portal": str(_path_of(x).portal), "iface": _path_of(x).iface, "sid": x.sid,
+                     "luns_in_use": staying.get(x.sid or 0, [])}
+                    for x in kept
+                ],
+            })
+        return out
+
+    def _absent_plan(self, req: SessionRequest, details: list[SessionDetail]) -> dict[str, t.Any]:
+        """A volume's sessions, its disk below each (with the kernel's LUN number) and the maps to remove."""
+        sessions = [x for x in details if req.owns(x) and x.sid is not None]
+        found: list[tuple[SessionDetail, Disk, int]] = []
+        for sess in sessions:
+            lun = SysfsSession(sess.sid or 0).find_lun(req.lun)
             if lun is not None:
-                found.append((s, Disk(str(lun.disk))))
-            others[s.sid] = [d.lun for d in sysfs.other_disks(req.lun)]
-        disks = [d for _s, d in found]
+                found.append((sess, Disk(str(lun.disk)), lun.lun))
+        disks = [d for _s, d, _l in found]
         if req.expected_wwid and disks:
             self._refresh_identity(disks)
-            wrong = [(s, d, d.wwid()) for s, d in found if d.wwid() != req.expected_wwid]
+            wrong = [(x, d, d.wwid()) for x, d, _l in found if d.wwid() != req.expected_wwid]
             if wrong:
-                listed = ", ".join(f"{d.dev} at {_path_of(s)} has {w or 'no WWID'}" for s, d, w in wrong)
+                listed = ", ".join(f"{d.dev} at {_path_of(x)} has {w or 'no WWID'}" for x, d, w in wrong)
                 raise DeviceError(
                     f"wwid: LUN {req.lun} of {req.target} is no longer the volume {req.expected_wwid} ({listed}); "
                     "nothing was deleted. Another volume is mapped behind that LUN now: detach it from the "
@@ -466,58 +632,40 @@ class IscsiSession:
         names = {d.name for d in disks}
         maps = {m.dm: m for m in (MultipathMap.of_disk(d) for d in disks)
                 if m is not None and set(m.paths()) <= names}
-        # Log out only of sessions that keep no other disk: another LUN of the
-        # same target may be attached to another instance on this host.
-        to_logout = [s for s in sessions if not others.get(s.sid or 0)]
-        kept = [s for s in sessions if s not in to_logout]
-        # Each removal waits until the kernel let go of the map or disk; the
-        # times go into the result (a slow flush is a guest's I/O still draining).
-        waited: dict[str, t.Any] = {"devices": {}, "multipath": None}
-        began = time.monotonic()
-        for mpath in maps.values():
-            self._remove_map(mpath, req.wait_timeout)
-        if maps:
-            waited["multipath"] = round(time.monotonic() - began, 2)
-        for disk in disks:
-            step = time.monotonic()
-            self._delete_disk(disk, req.wait_timeout)
-            waited["devices"][disk.dev] = round(time.monotonic() - step, 2)
-        waited["total"] = round(time.monotonic() - began, 2)
-        for s in to_logout:
-            self._logout(req, s)
-        return {
-            "changed": bool(disks or maps or to_logout),
-            "diff": {
-                "before": {"sessions": sorted(str(_path_of(s)) for s in sessions), "devices": [d.dev for d in disks]},
-                "after": {"sessions": sorted(str(_path_of(s)) for s in kept), "devices": []},
-            },
-            "removed_devices": [d.dev for d in disks],
-            "waited": waited,
-            "removed_multipath": [m.dev for m in maps.values()],
-            "logged_out": [str(_path_of(s).portal) for s in to_logout],
-            "kept_sessions": [
-                {"portal": str(_path_of(s).portal), "iface": _path_of(s).iface, "sid": s.sid,
-                 "luns_in_use": sorted(others.get(s.sid or 0, []))}
-                for s in kept
-            ],
-        }
+        return {"sessions": sessions, "found": found, "maps": list(maps.values())}
+
+
+# The options of one volume, at the top level (the single form) and in each
+# entry of ``volumes`` (the batch form); the rest are shared by the batch.
+VOLUME_OPTIONS = ("target", "portals", "lun", "iface", "ifaces", "multipath", "wwid", "resize")
+
+
+def volume_spec() -> dict[str, t.Any]:
+    """Argument spec of one volume: the single form's options, or one entry of ``volumes``."""
+    return {
+        "target": {"type": "str"},
+        "portals": {"type": "list", "elements": "str"},
+        "lun": {"type": "int"},
+        "iface": {"type": "str"},
+        "ifaces": {"type": "list", "elements": "str"},
+        "multipath": {"type": "bool"},
+        "wwid": {"type": "str", "aliases": ["wwn"]},
+        "resize": {"type": "bool"},
+    }
 
 
 def argument_spec() -> dict[str, t.Any]:
     """Argument spec of the iscsi_session module."""
-    return {
-        "target": {"type": "str", "required": True},
-        "portals": {"type": "list", "elements": "str", "default": []},
-        "lun": {"type": "int", "default": 1},
-        "iface": {"type": "str"},
-        "ifaces": {"type": "list", "elements": "str"},
-        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-        "multipath": {"type": "bool", "default": False},
-        "wait_timeout": {"type": "float", "default": 30.0},
-        "rescan": {"type": "bool", "default": True},
-        "wwid": {"type": "str", "aliases": ["wwn"]},
-        "resize": {"type": "bool", "default": False},
-    }
+    entry = volume_spec()
+    entry["target"]["required"] = True
+    entry["volume_id"] = {"type": "str"}
+    return dict(
+        volume_spec(),
+        volumes={"type": "list", "elements": "dict", "options": entry},
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        wait_timeout={"type": "float", "default": 30.0},
+        rescan={"type": "bool", "default": True},
+    )
 
 
 MODULE_KWARGS: dict[str, t.Any] = {
@@ -525,18 +673,68 @@ MODULE_KWARGS: dict[str, t.Any] = {
     "mutually_exclusive": [("iface", "ifaces")],
 }
 
+# The single form's defaults; the batch's entries take the same.
+_DEFAULTS = {"portals": [], "lun": 1, "multipath": False, "resize": False}
+
+
+def requests(params: t.Mapping[str, t.Any]) -> tuple[list[SessionRequest], bool]:
+    """The validated requests, and whether they came as a batch (``volumes``).
+
+    Every entry is checked before anything changes; an error names the
+    entry (``volumes[2].lun: ...``).
+    """
+    shared = {k: params[k] for k in ("state", "wait_timeout", "rescan")}
+    if params.get("volumes") is None:
+        if not params.get("target"):
+            raise IscsiError("target: required (the target's IQN), or give volumes for several volumes")
+        single = {k: params.get(k) if params.get(k) is not None else _DEFAULTS.get(k) for k in VOLUME_OPTIONS}
+        return [SessionRequest.from_params(single | shared)], False
+    # iface/ifaces at the top level are the entries' default (what the
+    # module_defaults group sets once).
+    given = [opt for opt in VOLUME_OPTIONS if opt not in ("iface", "ifaces") and params.get(opt) is not None]
+    if given:
+        raise IscsiError(f"volumes: give either volumes or {', '.join(given)} (the single form), not both; "
+                         "put those options into each entry of volumes")
+    reqs = []
+    for i, entry in enumerate(params["volumes"]):
+        if entry.get("iface") and entry.get("ifaces"):
+            raise IscsiError(f"volumes[{i}]: iface and ifaces are mutually exclusive; give one of them")
+        if not entry.get("iface") and not entry.get("ifaces"):
+            entry = dict(entry, iface=params.get("iface"), ifaces=params.get("ifaces"))
+        values = {k: entry.get(k) if entry.get(k) is not None else _DEFAULTS.get(k) for k in VOLUME_OPTIONS}
+        try:
+            req = SessionRequest.from_params(values | shared | {"volume_id": entry.get("volume_id")})
+        except IscsiError as exc:
+            raise IscsiError(f"volumes[{i}].{exc.msg}", **exc.details) from None
+        req.where = f"volumes[{i}]"
+        reqs.append(req)
+    return reqs, True
+
 
 def run(module: t.Any) -> None:
     """Entry point of the iscsi_session module."""
 
     def handle() -> dict[str, t.Any]:
-        req = SessionRequest.from_params(module.params)
+        reqs, batch = requests(module.params)
         session = IscsiSession(module)
-        if module.params["state"] == "present":
-            result = session.state_present(req)
+        if not reqs:
+            outcomes: list[dict[str, t.Any]] = []
+        elif module.params["state"] == "present":
+            outcomes = session.present_all(reqs)
         else:
-            result = session.state_absent(req)
-        result.update(target=req.target, lun=req.lun, ifaces=req.ifaces)
+            outcomes = session.absent_all(reqs)
+        for req, outcome in zip(reqs, outcomes, strict=True):
+            outcome.update(target=req.target, lun=req.lun, ifaces=req.ifaces)
+            if batch:
+                outcome["volume_id"] = req.volume_id
+        if batch:
+            result: dict[str, t.Any] = {
+                "changed": any(o["changed"] for o in outcomes),
+                "volumes": [{k: v for k, v in o.items() if k != "diff"} for o in outcomes],
+                "diff": [o["diff"] for o in outcomes if o["changed"]],
+            }
+        else:
+            result = outcomes[0]
         if not module._diff:
             result.pop("diff", None)
         return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -395,6 +396,25 @@ class ScsiDevices:
 
         wait_for(present, timeout=timeout)
         return found[-1] if found else None
+
+    def wait_for_luns(self, wanted: t.Sequence[tuple[SysfsSession, int]], *, timeout: float) -> dict[int, float]:
+        """Wait until every (session, LUN) of ``wanted`` has its disk: one bounded poll over all of them.
+
+        Returns, for the index of each pair in ``wanted`` that appeared, the
+        seconds it took; a pair missing from the result did not appear in
+        time (the caller says which and why).
+        """
+        start = time.monotonic()
+        appeared: dict[int, float] = {}
+
+        def all_present() -> bool:
+            for i, (session, lun) in enumerate(wanted):
+                if i not in appeared and session.find_lun(lun) is not None:
+                    appeared[i] = round(time.monotonic() - start, 2)
+            return len(appeared) == len(wanted)
+
+        wait_for(all_present, timeout=timeout)
+        return appeared
 
     def wait_for_link(self, disks: t.Collection[str], name: str, *, timeout: float) -> str | None:
         """Wait until udev has made the by-path link ``name`` of one of ``disks``; the link, or None."""

@@ -152,13 +152,12 @@ def test_reservation_and_disk_entries() -> None:
 
 def test_host_mode_devices_from_sessions_and_in_use() -> None:
     plan = attach_plan([{"volume": "vol-02", "instance": "d1"}], CATALOGUE, [], "h1")
-    sessions = {"results": [{"item": plan[0], "by_path": "/dev/disk/by-path/x", "multipath_device": "/dev/mapper/m"}]}
+    sessions = {"changed": True, "volumes": [{"volume_id": "vol-02", "by_path": "/dev/disk/by-path/x",
+                                              "multipath_device": "/dev/mapper/m", "device_path": "/dev/mapper/m"}]}
     assert session_devices(sessions) == {"vol-02": "/dev/mapper/m"}
     assert disk_specs(plan, sessions)[0]["source"] == {"type": "block", "path": "/dev/mapper/m"}
-    # check mode: no device yet, the by-path name it will have
-    assert session_devices({"results": [{"item": plan[0]}]})["vol-02"].startswith("/dev/disk/by-path/ip-127.0.0.1:3260")
     with pytest.raises(AnsibleFilterError, match="no device for volume vol-02"):
-        disk_specs(plan, {"results": []})
+        disk_specs(plan, {"volumes": []})
     entry = in_use_entries(plan, CATALOGUE, [{"target_dev": "sdb"}], sessions)[0]
     assert entry["mountpoint"] == "/dev/sdb" and entry["state"] == "in-use"
     assert entry["connection_info"]["openvolume"]["device_path"] == "/dev/mapper/m"
@@ -386,3 +385,32 @@ def test_attach_undo_removes_the_node_records_the_batch_created() -> None:
         {"target": target, "portal": "127.0.0.1:3260", "iface": "default"}]
     # A failed batch changed nothing: nothing to undo.
     assert attach_undo(plan, [], "h1", {"nodes": {"failed": True, "msg": "x"}})["nodes"] == []
+
+
+def test_session_volumes_one_entry_per_volume() -> None:
+    from ansible_collections.openvolume.compute.plugins.filter.volumes import session_volumes
+
+    plan = attach_plan([{"volume": "vol-02", "instance": "d1"}, {"volume": "vol-02", "instance": "d2"}],
+                       CATALOGUE, [], "h1")
+    assert session_volumes(plan) == [{
+        "volume_id": "vol-02", "target": "iqn.2026-11.org.openvolume.lab:vol-02",
+        "portals": ["127.0.0.1:3260", "127.0.0.1:3261"], "lun": 1, "multipath": True, "ifaces": None, "wwid": None}]
+    assert session_volumes(plan, resize=True)[0]["resize"] is True
+    orphan = {"target": "t", "portal": "127.0.0.1:3260", "lun": 2, "iface": "default"}
+    assert session_volumes([orphan]) == [{"volume_id": None, "target": "t", "portals": ["127.0.0.1:3260"], "lun": 2,
+                                          "ifaces": ["default"], "wwid": None}]
+
+
+def test_attach_undo_disconnects_every_volume_of_a_target_this_run_logged_in_to() -> None:
+    catalogue = dict(CATALOGUE, **{"vol-03": dict(CATALOGUE["vol-02"], target_lun=2)})
+    plan = attach_plan([{"volume": "vol-02", "instance": "d1"}, {"volume": "vol-03", "instance": "d1"}],
+                       catalogue, [], "h1")
+    target = CATALOGUE["vol-02"]["target_iqn"]
+    sessions = {"changed": True, "volumes": [
+        {"volume_id": "vol-02", "target": target, "logged_in": ["127.0.0.1:3260"], "wwid": "w2"},
+        {"volume_id": "vol-03", "target": target, "logged_in": [], "wwid": "w3"}]}
+    undo = attach_undo(plan, [], "h1", {"sessions": sessions})
+    assert [(e["volume_id"], e["lun"], e["wwid"]) for e in undo["sessions"]] == [
+        ("vol-02", 1, "w2"), ("vol-03", 2, "w3")]
+    # A failed call logged out of what it logged in to: nothing to undo.
+    assert attach_undo(plan, [], "h1", {"sessions": {"failed": True, "msg": "x"}})["sessions"] == []

@@ -31,6 +31,9 @@ class FakeSysfs:
     def other_disks(self, lun: int) -> list[FakeLun]:
         return []
 
+    def luns(self) -> list[FakeLun]:
+        return [FakeLun(1, "sdq")]
+
 
 def _session() -> mod.IscsiSession:
     session = mod.IscsiSession.__new__(mod.IscsiSession)
@@ -67,3 +70,86 @@ def test_deadline_counts_from_its_start() -> None:
     time.sleep(0.05)
     assert 0.05 <= deadline.elapsed() < 1.0
     assert deadline.left() <= 4.95
+
+
+# Batches (volumes) ---------------------------------------------------------------
+
+
+class TwoLunSysfs(FakeSysfs):
+    """Session 1 carries LUN 1 (sdq) and LUN 2 (sdr); LUN 3 never shows."""
+
+    def find_lun(self, lun: int) -> FakeLun | None:
+        return {1: FakeLun(1, "sdq"), 2: FakeLun(2, "sdr")}.get(lun)
+
+    def luns(self) -> list[FakeLun]:
+        return [FakeLun(1, "sdq"), FakeLun(2, "sdr")]
+
+
+def _batch(*luns: int, state: str = "present") -> list[mod.SessionRequest]:
+    reqs, batch = mod.requests({"volumes": [{"target": IQN, "portals": ["127.0.0.1:3260"], "lun": lun,
+                                             "volume_id": f"vol-{lun}"} for lun in luns],
+                                "state": state, "wait_timeout": 0.3, "rescan": True})
+    assert batch
+    return reqs
+
+
+def test_absent_batch_logs_out_once_after_the_last_lun_of_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mod, "SysfsSession", TwoLunSysfs)
+    monkeypatch.setattr(mod.MultipathMap, "of_disk", classmethod(lambda cls, disk: None))
+    session = _session()
+    session.devices.delete.side_effect = None
+    one = session.absent_all(_batch(1, state="absent"))
+    # LUN 2 stays: the session carries it, so it is kept.
+    assert one[0]["logged_out"] == [] and one[0]["kept_sessions"][0]["luns_in_use"] == [2]
+    both = session.absent_all(_batch(1, 2, state="absent"))
+    assert [r["removed_devices"] for r in both] == [["/dev/sdq"], ["/dev/sdr"]]
+    assert session.iscsiadm.logout_session.call_count == 1
+    assert [r["kept_sessions"] for r in both] == [[], []]
+
+
+def test_present_batch_logs_in_once_per_target_and_path_and_fails_without_leaving_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import IscsiError, NodeEntry
+    from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import ScsiDevices
+
+    monkeypatch.setattr(mod, "SysfsSession", TwoLunSysfs)
+    monkeypatch.setattr(mod, "initiator_name", lambda: "iqn.test:initiator")
+    session = _session()
+    portal = Portal.parse("127.0.0.1:3260")
+    detail = session.iscsiadm.session_details.return_value[0]
+    session.iscsiadm.session_details.side_effect = [[], [detail], [detail]]
+    session.iscsiadm.nodes.return_value = [NodeEntry(portal=portal, tpgt=1, target=IQN, iface="default")]
+    session.iscsiadm.node_record.return_value = {"node.startup": "automatic"}
+    session.devices.wait_for_luns.side_effect = lambda pairs, timeout: ScsiDevices.wait_for_luns(
+        session.devices, pairs, timeout=timeout)
+    # LUN 3 of volumes[0] never shows: the call fails naming it and logs out
+    # of the one session it logged in to for both volumes.
+    with pytest.raises(IscsiError) as err:
+        session.present_all(_batch(3, 2))
+    assert err.value.msg.startswith("volumes[0] (vol-3): lun: LUN 3 of")
+    assert session.iscsiadm.login.call_count == 1
+    assert session.iscsiadm.logout_session.call_count == 1
+
+
+def test_present_batch_check_mode_predicts_one_login_for_two_luns() -> None:
+    session = _session()
+    session.module.check_mode = True
+    session.iscsiadm.session_details.return_value = []
+    result = session.present_all(_batch(1, 2))
+    assert [r["logged_in"] for r in result] == [["127.0.0.1:3260"], []]
+    assert [r["changed"] for r in result] == [True, False]
+    session.iscsiadm.login.assert_not_called()
+
+
+def test_batch_errors_name_the_entry() -> None:
+    with pytest.raises(mod.IscsiError, match=r"^volumes\[1\]\.lun: -1 is not a LUN number"):
+        mod.requests({"volumes": [{"target": IQN, "portals": ["p"]}, {"target": IQN, "portals": ["p"], "lun": -1}],
+                      "state": "present", "wait_timeout": 1.0, "rescan": True})
+    with pytest.raises(mod.IscsiError, match="^volumes: give either volumes or target"):
+        mod.requests({"volumes": [], "target": IQN, "state": "present", "wait_timeout": 1.0, "rescan": True})
+
+
+def test_batch_takes_the_top_level_iface_as_the_entries_default() -> None:
+    reqs, _batch = mod.requests({"volumes": [{"target": IQN, "portals": ["p"]}, {"target": IQN, "iface": "own"}],
+                                 "iface": "shared", "state": "absent", "wait_timeout": 1.0, "rescan": True})
+    assert [r.ifaces for r in reqs] == [["shared"], ["own"]]
