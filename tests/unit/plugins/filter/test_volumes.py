@@ -326,7 +326,8 @@ def test_encrypted_in_host_mode_is_a_block_disk_qemu_decrypts() -> None:
     assert item["mode"] == "host" and item["luks_secret_usage"] == "openvolume/vol-11/luks"
     # CHAP is the kernel session's (iscsi_node): no CHAP secret in libvirt.
     assert item["secret_usage"] is None
-    sessions = {"results": [{"item": item, "by_path": "/dev/disk/by-path/x", "multipath_device": "/dev/dm-3"}]}
+    sessions = {"volumes": [{"volume_id": "vol-11", "by_path": "/dev/disk/by-path/x", "multipath_device": "/dev/dm-3",
+                             "device_path": "/dev/dm-3"}]}
     (spec,) = disk_specs([item], sessions)
     assert spec["source"] == {"type": "block", "path": "/dev/dm-3",
                               "encryption": {"format": "luks", "secret_usage": "openvolume/vol-11/luks"}}
