@@ -8,6 +8,8 @@
 * ``mask_secrets`` is the single place secrets are hidden from results, diffs
   and error messages.
 * ``skip_if_check_mode`` is the single choke point for check mode.
+* ``apply_batch`` is the one batch-with-undo loop (all or nothing) and
+  ``dispatch_state`` the one way from ``state`` to a ``state_<state>`` method.
 * ``OpenVolumeModule`` is the AnsibleModule every module of the collection is
   built on: it keeps the secrets of free-form parameters out of the
   invocation Ansible logs to syslog or the journal.
@@ -189,6 +191,21 @@ def apply_batch(
         report(exc, [step for item, outcome in reversed(done) for step in undo(item, outcome)])
         raise
     return [outcome for _item, outcome in done]
+
+
+def dispatch_state(handler: object, state: str, *args: t.Any, method: str = "state_{}") -> t.Any:
+    """Call the method of ``handler`` for ``state`` with ``args``: ``state_present`` for ``present``, and so on.
+
+    ``method`` spells the method's name when it is not ``state_<state>``
+    (``"{}_all"``: ``present_all`` and ``absent_all`` of a batch). The
+    argument spec's choices keep ``state`` to the methods there are; a state
+    without one is an ``OpenVolumeError`` that names it.
+    """
+    name = method.format(state)
+    func = getattr(handler, name, None)
+    if not callable(func):
+        raise OpenVolumeError(f"state: '{state}' is not a state of {type(handler).__name__} (it has no {name})")
+    return func(*args)
 
 
 def wait_until(predicate: t.Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:

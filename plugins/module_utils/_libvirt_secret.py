@@ -27,6 +27,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._common import 
     MASK,
     UndoSteps,
     apply_batch,
+    dispatch_state,
     skip_if_check_mode,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
@@ -232,9 +233,7 @@ def run(module: lv.LibvirtModule) -> None:
                 return [(f"removing the secret {spec.usage}", functools.partial(manager.state_absent, spec))]
             return []
 
-        outcomes = apply_batch(
-            specs, lambda spec: manager.state_present(spec) if spec.state == "present" else manager.state_absent(spec),
-            undo)
+        outcomes = apply_batch(specs, lambda spec: dispatch_state(manager, spec.state, spec), undo)
         if batch:
             result: dict[str, t.Any] = {
                 "changed": any(o["changed"] for o in outcomes),
