@@ -83,7 +83,7 @@ class _LibvirtFailure(libvirt.libvirtError):
     """A libvirtError with the code and message libvirt would set."""
 
     def __init__(self, msg: str, code: int = libvirt.VIR_ERR_INTERNAL_ERROR) -> None:
-        Exception.__init__(self, msg)
+        super().__init__(msg)
         self.msg, self.code = msg, code
 
     def get_error_code(self) -> int:
