@@ -8,6 +8,8 @@
 * ``mask_secrets`` is the single place secrets are hidden from results, diffs
   and error messages.
 * ``skip_if_check_mode`` is the single choke point for check mode.
+* ``apply_batch`` is the one batch-with-undo loop (all or nothing) and
+  ``dispatch_state`` the one way from ``state`` to a ``state_<state>`` method.
 * ``OpenVolumeModule`` is the AnsibleModule every module of the collection is
   built on: it keeps the secrets of free-form parameters out of the
   invocation Ansible logs to syslog or the journal.
@@ -138,7 +140,11 @@ def run_module(module: t.Any, handler: t.Callable[[], dict[str, t.Any]], secrets
     module.exit_json(**mask_secrets(result, secrets))
 
 
-def undo_after(error: OpenVolumeError, steps: t.Iterable[tuple[str, t.Callable[[], object]]]) -> None:
+# Undo steps: (what the step undoes, the callable that undoes it).
+UndoSteps = t.Iterable[tuple[str, t.Callable[[], object]]]
+
+
+def undo_after(error: OpenVolumeError, steps: UndoSteps) -> None:
     """Run the undo ``steps`` of a failed call; a failed undo is added to ``error``, never put in its place.
 
     Each step is (what it undoes, callable). The caller re-raises ``error``
@@ -164,24 +170,42 @@ R = t.TypeVar("R")
 def apply_batch(
     items: t.Sequence[T],
     apply: t.Callable[[T], R],
-    undo: t.Callable[[T, R], t.Iterable[tuple[str, t.Callable[[], object]]]],
+    undo: t.Callable[[T, R], UndoSteps],
+    *,
+    report: t.Callable[[OpenVolumeError, UndoSteps], None] = undo_after,
 ) -> list[R]:
     """Apply ``apply`` to each item in order, all or nothing.
 
     When an item fails with ``OpenVolumeError``, the items done before it are
     undone in reverse order: ``undo(item, outcome)`` gives the steps (label,
     callable) that take back what that item changed (none when it changed
-    nothing). A failed undo is added to the error (``undo_after``), which is
-    then raised again. Returns the outcomes in item order.
+    nothing). ``report(error, steps)`` runs the steps and adds what could not
+    be undone to the error, which is then raised again: ``undo_after``
+    unless a module words that its own way. Returns the outcomes in item order.
     """
     done: list[tuple[T, R]] = []
     try:
         for item in items:
             done.append((item, apply(item)))
     except OpenVolumeError as exc:
-        undo_after(exc, [step for item, outcome in reversed(done) for step in undo(item, outcome)])
+        report(exc, [step for item, outcome in reversed(done) for step in undo(item, outcome)])
         raise
     return [outcome for _item, outcome in done]
+
+
+def dispatch_state(handler: object, state: str, *args: t.Any, method: str = "state_{}") -> t.Any:
+    """Call the method of ``handler`` for ``state`` with ``args``: ``state_present`` for ``present``, and so on.
+
+    ``method`` spells the method's name when it is not ``state_<state>``
+    (``"{}_all"``: ``present_all`` and ``absent_all`` of a batch). The
+    argument spec's choices keep ``state`` to the methods there are; a state
+    without one is an ``OpenVolumeError`` that names it.
+    """
+    name = method.format(state)
+    func = getattr(handler, name, None)
+    if not callable(func):
+        raise OpenVolumeError(f"state: '{state}' is not a state of {type(handler).__name__} (it has no {name})")
+    return func(*args)
 
 
 def wait_until(predicate: t.Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     MASK,
     apply_batch,
+    dispatch_state,
     run_module,
     skip_if_check_mode,
     undo_after,
@@ -245,7 +246,7 @@ class IscsiNode:
     def apply(self, req: NodeRequest) -> dict[str, t.Any]:
         """Bring the records of one request to its state (the dispatch of one record of a batch)."""
         try:
-            return self.state_present(req) if req.state == "present" else self.state_absent(req)
+            return t.cast("dict[str, t.Any]", dispatch_state(self, req.state, req))
         except IscsiError as exc:
             if req.where:
                 exc.msg = f"{req.where}{_where_sep(exc.msg)}{exc.msg}"

@@ -28,6 +28,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    dispatch_state,
     run_module,
     skip_if_check_mode,
     undo_after,
@@ -719,10 +720,8 @@ def run(module: t.Any) -> None:
         session = IscsiSession(module)
         if not reqs:
             outcomes: list[dict[str, t.Any]] = []
-        elif module.params["state"] == "present":
-            outcomes = session.present_all(reqs)
         else:
-            outcomes = session.absent_all(reqs)
+            outcomes = dispatch_state(session, module.params["state"], reqs, method="{}_all")
         for req, outcome in zip(reqs, outcomes, strict=True):
             outcome.update(target=req.target, lun=req.lun, ifaces=req.ifaces)
             if batch:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import re
 import socket
 import string
@@ -23,7 +24,12 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
-from ansible_collections.openvolume.compute.plugins.module_utils._common import skip_if_check_mode
+from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    OpenVolumeError,
+    UndoSteps,
+    apply_batch,
+    skip_if_check_mode,
+)
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
 from ansible_collections.openvolume.compute.plugins.module_utils._luks import Credentials, LuksError, luks_volume
 from ansible_collections.openvolume.compute.plugins.module_utils._rbd import Rbd, RbdError, sharing_blockers
@@ -1338,38 +1344,46 @@ def apply_all(disks: LibvirtDisks, specs: list[DiskSpec], timeout: float,
     With ``missing_domain='skip'`` a detach from a domain that does not exist
     is no change and a warning: the disk went with the domain.
     """
-    done: list[tuple[DiskSpec, dict[str, t.Any]]] = []
-    try:
-        i = 0
-        while i < len(specs):
-            if specs[i].state == "present":
-                done.append((specs[i], disks.state_present(specs[i])))
-                i += 1
-                continue
-            # A run of detaches is asked for at once and waited for together.
-            j = i
-            while j < len(specs) and specs[j].state != "present":
-                j += 1
-            done.extend(zip(specs[i:j], disks.absent_all(specs[i:j], timeout, missing_domain), strict=True))
-            i = j
-    except LibvirtError as exc:
+    # A disk to attach is one item of the batch; a run of detaches is one
+    # item too: asked for at once and waited for together.
+    items: list[list[DiskSpec]] = []
+    for spec in specs:
+        if spec.state != "present" and items and items[-1][0].state != "present":
+            items[-1].append(spec)
+        else:
+            items.append([spec])
+
+    def apply(item: list[DiskSpec]) -> list[dict[str, t.Any]]:
+        if item[0].state == "present":
+            return [disks.state_present(item[0])]
+        return disks.absent_all(item, timeout, missing_domain)
+
+    def undo(item: list[DiskSpec], outcomes: list[dict[str, t.Any]]) -> UndoSteps:
+        # Only an attach is taken back: a detached disk stays detached.
+        spec, outcome = item[0], outcomes[0]
+        if spec.state != "present" or not outcome["changed"] or disks.module.check_mode:
+            return []
+        again = DiskSpec(domain=spec.domain, state="absent", serial=spec.serial, source=spec.source,
+                         target_dev=outcome["disk"]["target_dev"])
+        return [(again.label, functools.partial(disks.state_absent, again, timeout))]
+
+    def report(error: OpenVolumeError, steps: UndoSteps) -> None:
+        # A batch's error lists the disks detached again, and those that
+        # could not be, by name.
         undone, stuck = [], []
-        for spec, outcome in reversed(done):
-            if spec.state != "present" or not outcome["changed"] or disks.module.check_mode:
-                continue
-            undo = DiskSpec(domain=spec.domain, state="absent", serial=spec.serial, source=spec.source,
-                            target_dev=outcome["disk"]["target_dev"])
+        for label, step in steps:
             try:
-                disks.state_absent(undo, timeout)
-                undone.append(undo.label)
+                step()
+                undone.append(label)
             except LibvirtError:
-                stuck.append(undo.label)
+                stuck.append(label)
         if len(specs) > 1 and (undone or stuck):
             note = f" (rolled back: {', '.join(undone) or 'nothing'}"
             note += f"; could not detach again: {', '.join(stuck)})" if stuck else ")"
-            raise LibvirtError(exc.msg + note, **exc.details) from None
-        raise
-    return [o for _s, o in done]
+            error.msg += note
+            error.args = (error.msg,)
+
+    return [outcome for outcomes in apply_batch(items, apply, undo, report=report) for outcome in outcomes]
 
 
 def domain_inventory(conn: t.Any, names: t.Sequence[str] | None = None) -> tuple[list[dict[str, t.Any]], list[str]]:

@@ -23,7 +23,13 @@ import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
-from ansible_collections.openvolume.compute.plugins.module_utils._common import MASK, skip_if_check_mode, undo_after
+from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    MASK,
+    UndoSteps,
+    apply_batch,
+    dispatch_state,
+    skip_if_check_mode,
+)
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
 
 # usage_type -> (libvirt constant name, the XML element under <usage>)
@@ -220,16 +226,14 @@ def run(module: lv.LibvirtModule) -> None:
         specs = ([SecretSpec.from_params(s, where=f"secrets[{i}].") for i, s in enumerate(params["secrets"])]
                  if batch else [SecretSpec.from_params(params)])
         manager = LibvirtSecrets(module)
-        outcomes: list[dict[str, t.Any]] = []
-        try:
-            for spec in specs:
-                outcomes.append(manager.state_present(spec) if spec.state == "present" else manager.state_absent(spec))
-        except LibvirtError as exc:
+
+        def undo(spec: SecretSpec, outcome: dict[str, t.Any]) -> UndoSteps:
             # Nothing half-done: secrets this task defined go again.
-            undo_after(exc, [(f"removing the secret {spec.usage}", functools.partial(manager.state_absent, spec))
-                             for spec, outcome in zip(specs, outcomes, strict=False)
-                             if spec.state == "present" and outcome["created"]])
-            raise
+            if spec.state == "present" and outcome["created"]:
+                return [(f"removing the secret {spec.usage}", functools.partial(manager.state_absent, spec))]
+            return []
+
+        outcomes = apply_batch(specs, lambda spec: dispatch_state(manager, spec.state, spec), undo)
         if batch:
             result: dict[str, t.Any] = {
                 "changed": any(o["changed"] for o in outcomes),

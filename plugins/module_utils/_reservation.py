@@ -36,6 +36,7 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
+import functools
 import os
 import time
 import typing as t
@@ -44,6 +45,8 @@ from ansible.module_utils.errors import AnsibleFallbackNotFound
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     OpenVolumeError,
+    UndoSteps,
+    apply_batch,
     is_secret_key,
     mask_secrets,
     skip_if_check_mode,
@@ -553,30 +556,30 @@ class Backend(abc.ABC):
         backend without one, applies the changes in turn and puts back what
         it changed (if nobody changed it since) before raising.
         """
-        done: list[tuple[str, Volume | None, Volume | None]] = []
-        try:
-            for vid, change in changes.items():
-                before, after = self.update(vid, change)
-                done.append((vid, before, after))
-        except ReservationError as exc:
+
+        def put_back(item: tuple[str, t.Any], outcome: tuple[Volume | None, Volume | None]) -> UndoSteps:
+            vid, (before, after) = item[0], outcome
+
+            def restore(current: Volume | None) -> Volume | None:
+                if not same(current, after):
+                    raise ReservationError("it changed since this call changed it")
+                return before
+
+            return [(vid, functools.partial(self.update, vid, restore))]
+
+        def report(error: OpenVolumeError, steps: UndoSteps) -> None:
             stuck = []
-            for vid, before, after in reversed(done):
-
-                def restore(current: Volume | None, before: Volume | None = before,
-                            after: Volume | None = after) -> Volume | None:
-                    if not same(current, after):
-                        raise ReservationError("it changed since this call changed it")
-                    return before
-
+            for vid, step in steps:
                 try:
-                    self.update(vid, restore)
+                    step()
                 except ReservationError as undo:
                     stuck.append(f"{vid} ({undo.msg})")
             if stuck:
-                exc.msg += f"; could NOT put back {'; '.join(stuck)}"
-                exc.args = (exc.msg,)
-            raise
-        return {vid: (before, after) for vid, before, after in done}
+                error.msg += f"; could NOT put back {'; '.join(stuck)}"
+                error.args = (error.msg,)
+
+        done = apply_batch(list(changes.items()), lambda item: self.update(*item), put_back, report=report)
+        return dict(zip(changes, done, strict=True))
 
     def renew(self, token: str, expires_at: float) -> int:
         """Extend the leases ``token`` holds to ``expires_at``; return how many it holds.

@@ -108,3 +108,25 @@ def test_apply_batch_undoes_the_items_done_before_a_failure_in_reverse() -> None
         apply_batch(["a", "b", "c", "d"], apply, undo)
     # b changed nothing, so only a is undone; d never ran.
     assert log == ["do a", "do b", "undo a"]
+
+
+def test_dispatch_state_calls_the_method_of_the_state() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeError, dispatch_state
+
+    class Thing:
+        def state_present(self, spec: str) -> str:
+            return f"present {spec}"
+
+        def state_absent(self, spec: str) -> str:
+            return f"absent {spec}"
+
+        def absent_all(self, specs: list[str]) -> list[str]:
+            return [f"absent {s}" for s in specs]
+
+    assert dispatch_state(Thing(), "present", "a") == "present a"
+    assert dispatch_state(Thing(), "absent", "a") == "absent a"
+    assert dispatch_state(Thing(), "absent", ["a", "b"], method="{}_all") == ["absent a", "absent b"]
+    with pytest.raises(OpenVolumeError, match=r"^state: 'gone' is not a state of Thing \(it has no state_gone\)$"):
+        dispatch_state(Thing(), "gone", "a")
+    with pytest.raises(OpenVolumeError, match=r"\(it has no present_all\)$"):
+        dispatch_state(Thing(), "present", ["a"], method="{}_all")

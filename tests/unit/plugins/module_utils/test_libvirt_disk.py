@@ -9,6 +9,7 @@ import struct
 import subprocess
 import typing as t
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from lxml import etree
@@ -17,6 +18,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk import (
     DiskSpec,
     LibvirtDisks,
+    apply_all,
     build_disk,
     diff_text,
     disk_info,
@@ -495,3 +497,71 @@ def test_wrong_passphrase_at_hot_plug_gets_a_hint() -> None:
     msg = LibvirtDisks._explain_attach(spec(source=ENCRYPTED, serial="vol-01"),
                                        "internal error: Invalid password, cannot unlock any keyslot")
     assert "source.encryption: the passphrase in libvirt secret 'openvolume/vol-01/luks' does not open" in msg
+
+
+# --- a batch: all or nothing ----------------------------------------------------------------------
+class _Batch:
+    """LibvirtDisks with its states faked: attaches and detaches are logged, some fail."""
+
+    def __init__(self, fail: set[str] = frozenset(), stuck: set[str] = frozenset(), check_mode: bool = False) -> None:
+        self.disks = LibvirtDisks(mock.MagicMock(check_mode=check_mode))
+        self.log: list[str] = []
+        self.fail, self.stuck = fail, stuck
+        self.disks.state_present = self.present  # type: ignore[method-assign]
+        self.disks.state_absent = self.absent  # type: ignore[method-assign]
+        self.disks.absent_all = self.absent_all  # type: ignore[method-assign]
+
+    def present(self, s: DiskSpec) -> dict[str, t.Any]:
+        if s.serial in self.fail:
+            raise LibvirtError(f"{s.where}attaching {s.label} failed", rc=7)
+        self.log.append(f"attach {s.serial}")
+        return {"changed": s.serial != "same", "disk": {"target_dev": f"vd-{s.serial}"}}
+
+    def absent(self, s: DiskSpec, timeout: float) -> dict[str, t.Any]:
+        self.log.append(f"detach {s.serial} {s.target_dev}")
+        if s.serial in self.stuck:
+            raise LibvirtError("the guest keeps it")
+        return {"changed": True}
+
+    def absent_all(self, specs: list[DiskSpec], timeout: float, missing_domain: str) -> list[dict[str, t.Any]]:
+        self.log.append(f"detach run {','.join(str(s.serial) for s in specs)}")
+        return [{"changed": True, "disk": {"target_dev": s.target_dev}} for s in specs]
+
+
+def _specs(*serials: str) -> list[DiskSpec]:
+    return [DiskSpec.from_params({"domain": "d", "state": "absent", "serial": s[1:]}, where=f"disks[{i}].")
+            if s.startswith("-") else spec(source=NETWORK, serial=s) for i, s in enumerate(serials)]
+
+
+def test_a_failed_batch_detaches_again_what_it_attached_in_reverse() -> None:
+    batch = _Batch(fail={"v4"})
+    with pytest.raises(LibvirtError) as err:
+        apply_all(batch.disks, _specs("v1", "same", "-o1", "-o2", "v2", "v4", "v5"), timeout=5)
+    assert err.value.msg == "attaching disk v4 of d failed (rolled back: disk v2 of d, disk v1 of d)"
+    assert err.value.details == {"rc": 7}
+    # Unchanged disks and detaches are not undone; v5 never ran.
+    assert batch.log == ["attach v1", "attach same", "detach run o1,o2", "attach v2",
+                         "detach v2 vd-v2", "detach v1 vd-v1"]
+
+
+def test_a_disk_that_cannot_be_detached_again_is_named() -> None:
+    batch = _Batch(fail={"v3"}, stuck={"v1"})
+    with pytest.raises(LibvirtError) as err:
+        apply_all(batch.disks, _specs("v1", "v2", "v3"), timeout=5)
+    assert err.value.msg == ("attaching disk v3 of d failed (rolled back: disk v2 of d; could not detach again: "
+                             "disk v1 of d)")
+
+
+@pytest.mark.parametrize("serials", [("v1",), ("-o1", "same", "v1")])
+def test_a_failure_with_nothing_to_undo_keeps_its_message(serials: tuple[str, ...]) -> None:
+    with pytest.raises(LibvirtError) as err:
+        apply_all(_Batch(fail={"v1"}).disks, _specs(*serials), timeout=5)
+    assert err.value.msg == "attaching disk v1 of d failed"
+
+
+def test_check_mode_undoes_nothing() -> None:
+    batch = _Batch(fail={"v2"}, check_mode=True)
+    with pytest.raises(LibvirtError) as err:
+        apply_all(batch.disks, _specs("v1", "v2"), timeout=5)
+    assert err.value.msg == "attaching disk v2 of d failed"
+    assert batch.log == ["attach v1"]

@@ -22,10 +22,13 @@ from ansible_collections.openvolume.compute.plugins.module_utils._reservation im
     ERROR_DETACHING,
     IN_USE,
     TRANSITIONS,
+    Backend,
+    BackendError,
     IllegalTransition,
     Request,
     ReservationError,
     Reservations,
+    Volume,
     plan,
     secret_strings,
 )
@@ -485,3 +488,71 @@ def test_the_record_keeps_the_size_it_grew_to(store: Store) -> None:
         store.apply(volume_id="vol-size", state="present", size=64 << 20)
     with pytest.raises(ReservationError, match="size: give the volume's size in bytes"):
         store.apply(volume_id="vol-size", state="present", size=-1)
+
+
+class _MemoryBackend(Backend):
+    """A store without a transaction of several records: update_many's own fallback runs."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Volume] = {}
+        self.log: list[str] = []
+        self.refuse: set[str] = set()
+
+    def get(self, volume_id: str) -> Volume | None:
+        return self.records.get(volume_id)
+
+    def list_volumes(self) -> list[Volume]:
+        return [self.records[v] for v in sorted(self.records)]
+
+    def update(self, volume_id: str,
+               change: t.Callable[[Volume | None], Volume | None]) -> tuple[Volume | None, Volume | None]:
+        self.log.append(f"update {volume_id}")
+        if volume_id in self.refuse:
+            raise BackendError(f"writing {volume_id} failed")
+        before = self.records.get(volume_id)
+        after = change(before)
+        if after is None:
+            self.records.pop(volume_id, None)
+        else:
+            self.records[volume_id] = after
+        return before, after
+
+    def store_id(self) -> str:
+        return "memory"
+
+
+def _grow(size: int) -> t.Callable[[Volume | None], Volume | None]:
+    def change(current: Volume | None) -> Volume | None:
+        return Volume(current.volume_id if current else "?", size=size)
+
+    return change
+
+
+def _refuse(current: Volume | None) -> Volume | None:
+    raise IllegalTransition("refused")
+
+
+def test_without_a_transaction_a_refused_change_puts_back_the_earlier_ones_in_reverse() -> None:
+    backend = _MemoryBackend()
+    backend.records = {v: Volume(v, size=1) for v in ("a", "b", "c")}
+    with pytest.raises(IllegalTransition, match="^refused$"):
+        backend.update_many({"a": _grow(2), "b": _grow(3), "c": _refuse})
+    assert {v: r.size for v, r in backend.records.items()} == {"a": 1, "b": 1, "c": 1}
+    assert backend.log == ["update a", "update b", "update c", "update b", "update a"]
+
+
+def test_without_a_transaction_what_cannot_be_put_back_is_added_to_the_error() -> None:
+    backend = _MemoryBackend()
+    backend.records = {v: Volume(v, size=1) for v in ("a", "b", "c", "d")}
+
+    def refuse_after_a_change_to_b(current: Volume | None) -> Volume | None:
+        backend.records["b"] = Volume("b", size=9)  # someone else, meanwhile
+        backend.refuse.add("a")
+        raise IllegalTransition("refused")
+
+    with pytest.raises(IllegalTransition) as err:
+        backend.update_many({"a": _grow(2), "b": _grow(3), "c": _grow(4), "d": refuse_after_a_change_to_b})
+    assert err.value.msg == ("refused; could NOT put back b (it changed since this call changed it); "
+                             "a (writing a failed)")
+    assert err.value.details == {}
+    assert {v: r.size for v, r in backend.records.items()} == {"a": 2, "b": 9, "c": 1, "d": 1}
