@@ -140,17 +140,18 @@ def main() -> None:
     try:
         for r in range(1, ROUNDS + 1):
             log = os.path.join(logs, f"round{r}")
-            p = timed([*play, "playbooks/attach.yml"], env, f"{log}-attach.log")
+            pa = timed([*play, "playbooks/attach.yml"], env, f"{log}-attach.log")
             guest.probe(len(VOLUMES), f"attach.yml (round {r})")
-            p += timed([*play, "playbooks/detach.yml"], env, f"{log}-detach.log")
+            pd = timed([*play, "playbooks/detach.yml"], env, f"{log}-detach.log")
             guest.probe(0, f"detach.yml (round {r})")
-            s = timed([*script, "attach"], log=f"{log}-script.log")
+            sa = timed([*script, "attach"], log=f"{log}-script.log")
             guest.probe(len(VOLUMES), f"baseline.sh attach (round {r})")
-            s += timed([*script, "detach"], log=f"{log}-script.log")
+            sd = timed([*script, "detach"], log=f"{log}-script.log")
             guest.probe(0, f"baseline.sh detach (round {r})")
-            playbook_s.append(p)
-            script_s.append(s)
-            print(f"bench-vm round {r}: playbook {p:.1f}s, script {s:.1f}s", flush=True)
+            playbook_s.append(pa + pd)
+            script_s.append(sa + sd)
+            print(f"bench-vm round {r}: playbook {pa + pd:.1f}s (attach {pa:.1f}s, detach {pd:.1f}s), "
+                  f"script {sa + sd:.1f}s (attach {sa:.1f}s, detach {sd:.1f}s)", flush=True)
     finally:
         timed([*setup, "-e", "bench_state=absent"], env, os.path.join(logs, "setup.log"))
     p, s = statistics.median(playbook_s), statistics.median(script_s)
