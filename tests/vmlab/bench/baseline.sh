@@ -58,9 +58,10 @@ attach() {
       iscsiadm -m node -T "$iqn" -p "$p" -o new >/dev/null
       iscsiadm -m node -T "$iqn" -p "$p" -o update -n node.session.auth.authmethod -v CHAP
       iscsiadm -m node -T "$iqn" -p "$p" -o update -n node.session.auth.username -v "$BENCH_CHAP_USER"
-      # The plain way: iscsiadm takes the password with -v, on its command
-      # line (visible in the guest's process list while it runs). Acceptable
-      # in this baseline only; the modules never do it.
+      # The plain way: the password with -v, on iscsiadm's command line
+      # (in the guest's process list while it runs), on every run. iscsiadm
+      # takes it no other way; iscsi_node sets it only when it differs.
+      # Acceptable in this baseline; nothing here prints it.
       iscsiadm -m node -T "$iqn" -p "$p" -o update -n node.session.auth.password -v "$BENCH_CHAP_PASSWORD"
       iscsiadm -m node -T "$iqn" -p "$p" --login >/dev/null
       iscsiadm -m node -T "$iqn" -p "$p" -o update -n node.startup -v automatic
