@@ -18,13 +18,13 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLL_LINK)
 export ANSIBLE_PYTHON_INTERPRETER := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help deps venv setup collection docs-venv docs docs-lint galaxy-check changelog lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench clean nolog-begin nolog-check ee-check
+.PHONY: help deps venv setup collection docs-venv docs docs-lint galaxy-check changelog lab-up lab-down lab-status lint sanity units integration molecule test test-vm molecule-vm demo bench bench-vm clean nolog-begin nolog-check ee-check
 
 help:
 	@echo "make demo        set up and run the main job on the embedded defaults"
 	@echo "make test        set up and run every test (lint, sanity, units, integration, VMs)"
 	@echo "make lab-up | lab-down | lab-status   the local lab (tgtd, libvirtd, etcd, ceph)"
-	@echo "make units | integration | sanity | lint | ee-check | molecule | test-vm | bench"
+	@echo "make units | integration | sanity | lint | ee-check | molecule | test-vm | bench | bench-vm"
 	@echo "make docs        the documentation site (antsibull-docs, Sphinx) in build/docs/build/html"
 	@echo "make docs-lint   check the plugin docs and docs/docsite (part of make lint)"
 	@echo "make galaxy-check  build the tarball and run galaxy-importer on it, as Galaxy does on upload"
@@ -170,6 +170,11 @@ demo: setup lab-up
 
 bench: setup lab-up
 	@if [ -x tests/bench/run.sh ]; then tests/bench/run.sh; else echo "bench: no benchmark yet"; fi
+
+# Host mode in the VM tier: 20 multipath volumes in one guest, playbooks
+# against a plain script in the guest. A measurement: not part of make test.
+bench-vm: setup
+	@tests/vmlab/bench/run.sh
 
 clean:
 	rm -rf build tests/output

@@ -33,6 +33,9 @@ packages=(
   # Host-mode encrypted volumes: libvirt_disk formats and checks LUKS
   # headers on the host's block device with cryptsetup.
   cryptsetup-bin
+  # The VM-tier benchmark's baseline (tests/vmlab/bench/baseline.sh) keeps
+  # its rows with the sqlite3 CLI, as a hand-written script would.
+  sqlite3
 )
 
 recipe_hash() {
