@@ -194,6 +194,15 @@ class IscsiNode:
         # later entry of a batch for the same record predicts what a real run
         # does (it would find the record the earlier entry created).
         self._planned: dict[tuple[str, str, str], dict[str, str] | None] = {}
+        # The node records as listed once for the whole call (a batch of 40
+        # records would list them 40 times): a record this call creates is
+        # added; a delete or a re-creation makes the next entry list again.
+        self._listing: list[NodeEntry] | None = None
+
+    def _nodes(self) -> list[NodeEntry]:
+        if self._listing is None:
+            self._listing = self.iscsiadm.nodes()
+        return self._listing
 
     # changes: the only methods that touch the host --------------------------
     @skip_if_check_mode
@@ -229,6 +238,7 @@ class IscsiNode:
     def _recreate(self, entry: NodeEntry, saved: t.Mapping[str, str]) -> None:
         """Make a deleted record again with the keys it had (the undo of a delete)."""
         iface = entry.iface or "default"
+        self._listing = None
         self.iscsiadm.node_new(target=entry.target, portal=entry.portal, iface=iface,
                                tpgt=entry.tpgt if entry.tpgt >= 0 else None)
         fresh = self.iscsiadm.node_record(target=entry.target, portal=entry.portal, iface=iface) or {}
@@ -240,6 +250,7 @@ class IscsiNode:
 
     @skip_if_check_mode
     def _delete(self, req: NodeRequest, portal: Portal | None, iface: str) -> None:
+        self._listing = None
         self.iscsiadm.node_delete(target=req.target, portal=portal, iface=iface)
 
     # states ------------------------------------------------------------------
@@ -266,7 +277,7 @@ class IscsiNode:
         if req.portal is None:
             raise IscsiError("portal: required with state=present (host[:port], e.g. 192.0.2.10:3260)")
         portal = req.portal
-        nodes = self.iscsiadm.nodes()
+        nodes = self._nodes()
         # One record per iface, all or nothing as well.
         results = apply_batch(req.ifaces, lambda iface: self._present_one(req, portal, iface, nodes),
                               lambda _iface, outcome: outcome["_undo"])
@@ -364,7 +375,7 @@ class IscsiNode:
 
     def state_absent(self, req: NodeRequest) -> dict[str, t.Any]:
         """Delete the records of target at portal, or of target at every portal, for each iface."""
-        nodes = self.iscsiadm.nodes()
+        nodes = list(self._nodes())
         # Check mode: records an earlier entry of the batch would have made.
         nodes += [NodeEntry(portal=Portal.parse(p), tpgt=-1, target=tg, iface=i)
                   for (tg, p, i), rec in self._planned.items()

@@ -172,6 +172,9 @@ def _path_of(s: SessionDetail) -> Path:
 class IscsiSession:
     """Brings a target's sessions and one LUN's device to the requested state."""
 
+    # The node records, listed once per call: logins change no record's identity.
+    _listing: list[NodeEntry] | None = None
+
     def __init__(self, module: t.Any) -> None:
         self.module = module
         self.iscsiadm = Iscsiadm(module)
@@ -183,11 +186,11 @@ class IscsiSession:
         iface = record.iface or "default"
         self.iscsiadm.login(target=req.target, portal=record.portal, iface=iface)
         # After a good login only: a record set to automatic that cannot log
-        # in would make every iscsid start retry it.
-        current = self.iscsiadm.node_record(target=req.target, portal=record.portal, iface=iface) or {}
-        if current.get("node.startup") != "automatic":
-            self.iscsiadm.node_update(target=req.target, portal=record.portal, iface=iface,
-                                      name="node.startup", value="automatic", secret=False)
+        # in would make every iscsid start retry it. Set without reading the
+        # record first: one iscsiadm run instead of two, and no read of its
+        # CHAP secrets.
+        self.iscsiadm.node_update(target=req.target, portal=record.portal, iface=iface,
+                                  name="node.startup", value="automatic", secret=False)
 
     @skip_if_check_mode
     def _logout(self, s: SessionDetail) -> None:
@@ -221,7 +224,9 @@ class IscsiSession:
     def _records(self, req: SessionRequest, paths: list[Path]) -> dict[Path, NodeEntry]:
         """The node record of each path (its portal as spelt in the record); error if one is missing."""
         records: dict[Path, NodeEntry] = {}
-        for node in self.iscsiadm.nodes():
+        if self._listing is None:
+            self._listing = self.iscsiadm.nodes()
+        for node in self._listing:
             path = Path(node.portal, node.iface or "default")
             if node.target == req.target and path in paths:
                 records.setdefault(path, node)

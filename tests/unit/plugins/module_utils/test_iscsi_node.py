@@ -232,3 +232,27 @@ def test_batch_takes_the_top_level_ifaces_as_the_entries_default() -> None:
                            "state": "present", "ifaces": ["if1", "if2"]})
     assert reqs is not None
     assert [r.ifaces for r in reqs] == [["if1", "if2"], ["own"]]
+
+
+def test_batch_lists_the_records_once_and_again_after_a_delete() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsi_node import IscsiNode
+
+    class Counting(FakeIscsiadm):
+        listings = 0
+
+        def nodes(self) -> list[t.Any]:
+            self.listings += 1
+            return super().nodes()
+
+    db = Counting()
+    IscsiNode(FakeModule(), db).apply_all(  # type: ignore[arg-type]
+        batch(*(entry(f"{TARGET}-{i}", portal) for i in range(20) for portal in ("127.0.0.1", "127.0.0.1:3261"))))
+    assert len(db.db) == 40 and db.listings == 1
+    # A record deleted by an entry is made again by a later one: the delete
+    # made the listing stale, so the later entry lists again.
+    db.listings = 0
+    out = IscsiNode(FakeModule(), db).apply_all(batch(  # type: ignore[arg-type]
+        entry(f"{TARGET}-0", state="absent"), entry(f"{TARGET}-0", startup="automatic")))
+    assert [o["changed"] for o in out] == [True, True] and out[1]["created"] is True
+    assert db.db[(f"{TARGET}-0", "127.0.0.1:3260", "default")]["node.startup"] == "automatic"
+    assert db.listings == 2
