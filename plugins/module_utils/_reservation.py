@@ -577,6 +577,8 @@ class Backend(abc.ABC):
             if stuck:
                 error.msg += f"; could NOT put back {'; '.join(stuck)}"
                 error.args = (error.msg,)
+                # For a caller that words the error again (Reservations.apply_all).
+                error.details["not_put_back"] = stuck
 
         done = apply_batch(list(changes.items()), lambda item: self.update(*item), put_back, report=report)
         return dict(zip(changes, done, strict=True))
@@ -746,6 +748,13 @@ class Reservations:
             self.backend.update_many({vid: change_of(vid) for vid in groups})
         except _EntryRefused as refused:
             req, exc = reqs[refused.index], refused.error
+            stuck = refused.details.get("not_put_back")
+            if stuck:
+                # A backend without one transaction could not put everything
+                # back: say which records this batch left changed.
+                raise type(exc)(f"volumes[{refused.index}] (volume {req.volume_id}): {exc.msg}; the batch was undone "
+                                f"except: could NOT put back {'; '.join(stuck)}", failed_index=refused.index,
+                                not_put_back=stuck) from exc
             raise type(exc)(f"volumes[{refused.index}] (volume {req.volume_id}): {exc.msg}; nothing in this batch "
                             "was changed", failed_index=refused.index) from exc
         return [Outcome(req, *steps[index]) for index, req in enumerate(reqs)]

@@ -554,5 +554,35 @@ def test_without_a_transaction_what_cannot_be_put_back_is_added_to_the_error() -
         backend.update_many({"a": _grow(2), "b": _grow(3), "c": _grow(4), "d": refuse_after_a_change_to_b})
     assert err.value.msg == ("refused; could NOT put back b (it changed since this call changed it); "
                              "a (writing a failed)")
-    assert err.value.details == {}
+    assert err.value.details == {"not_put_back": ["b (it changed since this call changed it)", "a (writing a failed)"]}
     assert {v: r.size for v, r in backend.records.items()} == {"a": 2, "b": 9, "c": 1, "d": 1}
+
+
+def test_a_batch_says_which_records_it_could_not_put_back() -> None:
+    backend = _MemoryBackend()
+    backend.records = {"a": Volume("a", size=1)}
+    service = Reservations(types.SimpleNamespace(check_mode=False), backend)
+    reqs = [Request.from_params({"volume_id": "a", "state": ATTACHING, "instance": "i1", "host": "h1"}, lease_ttl=600),
+            Request.from_params({"volume_id": "b", "state": IN_USE, "instance": "i1", "connection_info": CI},
+                                lease_ttl=600)]
+    # Refused (b was never reserved) after a was written; a can be put back:
+    with pytest.raises(ReservationError) as err:
+        service.apply_all(reqs)
+    assert err.value.msg.endswith("; nothing in this batch was changed")
+    assert not backend.records["a"].attachments
+    # Now the put-back of a fails too: the error must not say nothing changed.
+    original = backend.update
+
+    def update(volume_id: str, change: t.Any) -> t.Any:
+        if volume_id == "b":
+            backend.refuse.add("a")
+        return original(volume_id, change)
+
+    backend.update = update  # type: ignore[method-assign]
+    with pytest.raises(ReservationError) as err:
+        service.apply_all(reqs)
+    assert err.value.msg.startswith("volumes[1] (volume b): ")
+    assert err.value.msg.endswith("; the batch was undone except: could NOT put back a (writing a failed)")
+    assert "nothing in this batch was changed" not in err.value.msg
+    assert err.value.details["not_put_back"] == ["a (writing a failed)"]
+    assert "i1" in backend.records["a"].attachments
