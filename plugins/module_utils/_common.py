@@ -208,6 +208,36 @@ def dispatch_state(handler: object, state: str, *args: t.Any, method: str = "sta
     return func(*args)
 
 
+def batch_entries(
+    params: t.Mapping[str, t.Any],
+    key: str,
+    single_options: t.Iterable[str],
+    *,
+    error: type[OpenVolumeError] = OpenVolumeError,
+    unset: tuple[t.Any, ...] = (None,),
+) -> list[dict[str, t.Any]]:
+    """The entries of a module's batch option (``records``, ``volumes``), checked before anything changes.
+
+    Options of the single form given beside the batch are refused, naming
+    them (``iface`` and ``ifaces`` excepted: at the top level they are the
+    entries' default, what a module_defaults group sets once); so is an
+    entry with both ``iface`` and ``ifaces``. A value in ``unset`` counts as
+    not given.
+    """
+    given = [opt for opt in single_options if opt not in ("iface", "ifaces") and params.get(opt) not in unset]
+    if given:
+        raise error(f"{key}: give either {key} or {', '.join(given)} (the single form), not both; "
+                    f"put those options into each entry of {key}")
+    entries = []
+    for i, entry in enumerate(params[key]):
+        if entry.get("iface") and entry.get("ifaces"):
+            raise error(f"{key}[{i}]: iface and ifaces are mutually exclusive; give one of them")
+        if not entry.get("iface") and not entry.get("ifaces"):
+            entry = dict(entry, iface=params.get("iface"), ifaces=params.get("ifaces"))
+        entries.append(entry)
+    return entries
+
+
 def wait_until(predicate: t.Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` seconds have passed.
 

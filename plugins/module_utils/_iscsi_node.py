@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     MASK,
     apply_batch,
+    batch_entries,
     dispatch_state,
     run_module,
     skip_if_check_mode,
@@ -530,19 +531,10 @@ def batch_requests(params: t.Mapping[str, t.Any]) -> list[NodeRequest] | None:
     """
     if params.get("records") is None:
         return None
-    # iface/ifaces at the top level are the entries' default (what the
-    # module_defaults group sets once), like state.
-    given = [opt for opt in RECORD_OPTIONS + SINGLE_ONLY
-             if opt not in ("iface", "ifaces") and params.get(opt) not in (None, {}, [], False)]
-    if given:
-        raise IscsiError(f"records: give either records or {', '.join(given)} (the single form), not both; "
-                         "put those options into each entry of records")
     reqs = []
-    for i, entry in enumerate(params["records"]):
-        if entry.get("iface") and entry.get("ifaces"):
-            raise IscsiError(f"records[{i}]: iface and ifaces are mutually exclusive; give one of them")
-        if not entry.get("iface") and not entry.get("ifaces"):
-            entry = dict(entry, iface=params.get("iface"), ifaces=params.get("ifaces"))
+    # The top-level state is the entries' default too.
+    for i, entry in enumerate(batch_entries(params, "records", RECORD_OPTIONS + SINGLE_ONLY, error=IscsiError,
+                                            unset=(None, {}, [], False))):
         try:
             req = NodeRequest.from_params(dict(entry, state=entry.get("state") or params["state"]))
             if req.state == "present" and req.portal is None:

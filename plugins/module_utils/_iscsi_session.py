@@ -28,6 +28,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    batch_entries,
     dispatch_state,
     run_module,
     skip_if_check_mode,
@@ -695,18 +696,8 @@ def requests(params: t.Mapping[str, t.Any]) -> tuple[list[SessionRequest], bool]
             raise IscsiError("target: required (the target's IQN), or give volumes for several volumes")
         single = {k: params.get(k) if params.get(k) is not None else _DEFAULTS.get(k) for k in VOLUME_OPTIONS}
         return [SessionRequest.from_params(single | shared)], False
-    # iface/ifaces at the top level are the entries' default (what the
-    # module_defaults group sets once).
-    given = [opt for opt in VOLUME_OPTIONS if opt not in ("iface", "ifaces") and params.get(opt) is not None]
-    if given:
-        raise IscsiError(f"volumes: give either volumes or {', '.join(given)} (the single form), not both; "
-                         "put those options into each entry of volumes")
     reqs = []
-    for i, entry in enumerate(params["volumes"]):
-        if entry.get("iface") and entry.get("ifaces"):
-            raise IscsiError(f"volumes[{i}]: iface and ifaces are mutually exclusive; give one of them")
-        if not entry.get("iface") and not entry.get("ifaces"):
-            entry = dict(entry, iface=params.get("iface"), ifaces=params.get("ifaces"))
+    for i, entry in enumerate(batch_entries(params, "volumes", VOLUME_OPTIONS, error=IscsiError)):
         values = {k: entry.get(k) if entry.get(k) is not None else _DEFAULTS.get(k) for k in VOLUME_OPTIONS}
         try:
             req = SessionRequest.from_params(values | shared | {"volume_id": entry.get("volume_id")})

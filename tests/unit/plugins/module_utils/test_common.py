@@ -130,3 +130,17 @@ def test_dispatch_state_calls_the_method_of_the_state() -> None:
         dispatch_state(Thing(), "gone", "a")
     with pytest.raises(OpenVolumeError, match=r"\(it has no present_all\)$"):
         dispatch_state(Thing(), "present", ["a"], method="{}_all")
+
+
+def test_batch_entries_default_iface_and_refuse_the_single_form() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeError, batch_entries
+
+    params = {"items": [{"iface": None, "ifaces": None}, {"iface": "eth1", "ifaces": None}], "iface": "default",
+              "ifaces": None, "target": None, "lun": None}
+    assert [e["iface"] for e in batch_entries(params, "items", ["target", "lun", "iface"])] == ["default", "eth1"]
+    with pytest.raises(OpenVolumeError, match=r"^items: give either items or target, lun \(the single form\)"):
+        batch_entries(dict(params, target="t", lun=2), "items", ["target", "lun"])
+    # What counts as not given is the caller's: an empty dict here.
+    assert batch_entries(dict(params, settings={}), "items", ["settings"], unset=(None, {}))
+    with pytest.raises(OpenVolumeError, match=r"^items\[0\]: iface and ifaces are mutually exclusive"):
+        batch_entries(dict(params, items=[{"iface": "a", "ifaces": ["b"]}]), "items", [])
