@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Run a command with output of its own and relay it to this process's stdout.
 
-Usage: relay.py COMMAND [ARG ...]; exits with the command's exit code.
+Usage: python3 .ci/relay.py COMMAND [ARG ...]; exits with the command's exit code.
 
 Why: a CI log is one open file (a pipe) shared by every process the run
 starts. Some tools set O_NONBLOCK on the descriptors they were given (Ceph's
@@ -50,7 +49,7 @@ def write_all(fd, data):
 def drain(read_fd, chunks, exited):
     """Read the pipe into ``chunks`` until its end, or until quiet after the command exited."""
     while True:
-        ready, _, _ = select.select([read_fd], [], [], QUIET_AFTER_EXIT if exited.is_set() else 1.0)
+        ready = select.select([read_fd], [], [], QUIET_AFTER_EXIT if exited.is_set() else 1.0)[0]
         if not ready:
             if exited.is_set():
                 break
