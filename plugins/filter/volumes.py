@@ -263,7 +263,8 @@ def in_use_entries(
     """volume_reservation entries that mark the plan's attachments in-use.
 
     ``disks`` are libvirt_disk's per-disk results, in plan order; ``sessions``
-    the registered iscsi_session call (the device and WWID each volume got).
+    the registered iscsi_session call (each volume's ``device_path``, the one
+    device libvirt got, and its WWID).
     Items that are not being attached (a ``repair`` of a disk in use) stay
     as they are.
     """
@@ -275,7 +276,7 @@ def in_use_entries(
         res = by_volume.get(item["volume_id"]) or {}
         conn = stored_connection_info(
             item, catalogue, target_dev=disk.get("target_dev"),
-            device_path=res.get("multipath_device") or res.get("by_path"),
+            device_path=res.get("device_path"),
             wwid=res.get("wwid") or res.get("wwn"),
         )
         entries.append({

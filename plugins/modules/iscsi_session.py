@@ -240,7 +240,7 @@ EXAMPLES = r"""
 
 - name: The device each volume got (the multipath map, else the by-path link)
   ansible.builtin.debug:
-    msg: "{{ item.volume_id }}: {{ item.multipath_device or item.by_path }}"
+    msg: "{{ item.volume_id }}: {{ item.device_path }}"
   loop: "{{ conns.volumes }}"
 
 - name: Two sessions to one IPv6 portal through two NICs, a LUN above 255, the volume's WWN from the catalogue
