@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
@@ -56,6 +57,10 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
 )
 
 MAX_LUN = 2**32 - 1
+# Logins of one call run side by side, at most this many at a time (os-brick
+# logs in to a multipath volume's portals in parallel too): each waits on the
+# target's answer, not on this host.
+PARALLEL_LOGINS = 8
 
 
 @dataclass(frozen=True)
@@ -271,12 +276,17 @@ class IscsiSession:
         details = self.iscsiadm.session_details()
         logged: list[tuple[str, Path]] = []
         try:
+            owners = {} if self.module.check_mode else self._login_side_by_side(reqs, details, logged)
             plans = []
-            for req in reqs:
+            for i, req in enumerate(reqs):
                 try:
-                    plans.append(self._connect(req, details, logged))
+                    plan = self._connect(req, details, logged)
                 except IscsiError as exc:
                     raise type(exc)(req.named(exc.msg), **exc.details) from None
+                # A login made side by side belongs to the volume that asked for it.
+                plan.logged_in += [p for p in plan.wanted if owners.get((req.target, p)) == i
+                                   and p not in plan.logged_in]
+                plans.append(plan)
             if self.module.check_mode:
                 return [self._predicted(req, plan) for req, plan in zip(reqs, plans, strict=True)]
             details = self.iscsiadm.session_details()
@@ -301,6 +311,71 @@ class IscsiSession:
             self._rollback(logged, exc)
             raise
         return results
+
+    def _login_side_by_side(self, reqs: t.Sequence[SessionRequest], details: list[SessionDetail],
+                            logged: list[tuple[str, Path]]) -> dict[tuple[str, Path], int]:
+        """Make the batch's logins that do not depend on each other at once, at most PARALLEL_LOGINS at a time.
+
+        Every path of a multipath volume without a session, and the first
+        path that works of a volume without multipath whose target has no
+        session yet (its paths tried in order, as one job). A volume of a
+        target whose job is still open is left to :meth:`_connect`, which
+        sees the job's session then. Every job is waited for; the logins
+        that went through are added to ``logged`` (the caller logs out of
+        them if anything fails), and the first failure in batch order is
+        raised, named by its volume. Returns which volume (its index) asked
+        for each login made.
+        """
+        jobs: list[tuple[int, SessionRequest, list[tuple[Path, NodeEntry]]]] = []
+        planned: set[tuple[str, Path]] = set()
+        open_targets: set[str] = set()
+        for i, req in enumerate(reqs):
+            paths = req.paths()
+            have = {_path_of(s) for s in details if req.owns(s) and s.sid is not None}
+            have |= {p for tg, p in planned if tg == req.target}
+            try:
+                if req.target in open_targets:
+                    continue  # which path that job takes decides this volume's logins
+                if req.multipath:
+                    to_login = [p for p in paths if p not in have]
+                    records = self._records(req, to_login)
+                    jobs += [(i, req, [(p, records[p])]) for p in to_login]
+                    planned |= {(req.target, p) for p in to_login}
+                elif not have:
+                    records = self._records(req, paths)
+                    jobs.append((i, req, [(p, records[p]) for p in paths]))
+                    open_targets.add(req.target)
+            except IscsiError as exc:
+                raise type(exc)(req.named(exc.msg), **exc.details) from None
+        if not jobs:
+            return {}
+
+        def attempt(job: tuple[int, SessionRequest, list[tuple[Path, NodeEntry]]]) -> Path | IscsiError:
+            _i, req, candidates = job
+            errors: list[IscsiError] = []
+            for path, record in candidates:
+                try:
+                    self._login(req, record)
+                except IscsiError as exc:
+                    errors.append(exc)
+                    continue
+                return path
+            # One path: its own error (with iscsiadm's exit code); several: each one's message.
+            return errors[0] if len(errors) == 1 else IscsiError("; ".join(e.msg for e in errors))
+
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_LOGINS, len(jobs))) as pool:
+            outcomes = list(pool.map(attempt, jobs))
+        owners: dict[tuple[str, Path], int] = {}
+        failure: IscsiError | None = None
+        for (i, req, _candidates), outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, IscsiError):
+                failure = failure or type(outcome)(req.named(outcome.msg), **outcome.details)
+                continue
+            logged.append((req.target, outcome))
+            owners[(req.target, outcome)] = i
+        if failure:
+            raise failure
+        return owners
 
     def _connect(self, req: SessionRequest, details: list[SessionDetail],
                  logged: list[tuple[str, Path]]) -> _Connect:

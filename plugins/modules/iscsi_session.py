@@ -145,7 +145,10 @@ options:
         exclusive with the other top-level per-volume options (O(target), O(portals), O(lun), O(multipath),
         O(wwid), O(resize)).
       - With O(state=present), logs in first to every path of every volume, once per target and path (several
-        LUNs of one target share its sessions), rescans the sessions that existed before once, then waits for
+        LUNs of one target share its sessions), up to eight logins side by side (as os-brick logs in to a
+        multipath volume's portals; each login waits on its target, not on the host; without multipath the
+        paths of one target are tried in order until one logs in), rescans the sessions that existed before
+        once, then waits for
         the disks of all volumes together under one O(wait_timeout), then checks each volume (WWID, by-path
         links, multipath map). All or nothing - when any volume fails, the call logs out of every session it
         logged in to, and fails naming the entry (C(volumes[N])).

@@ -153,3 +153,91 @@ def test_batch_takes_the_top_level_iface_as_the_entries_default() -> None:
     reqs, _batch = mod.requests({"volumes": [{"target": IQN, "portals": ["p"]}, {"target": IQN, "iface": "own"}],
                                  "iface": "shared", "state": "absent", "wait_timeout": 1.0, "rescan": True})
     assert [r.ifaces for r in reqs] == [["shared"], ["own"]]
+
+
+# Logins side by side --------------------------------------------------------------
+
+IQN2 = "iqn.2026-11.org.openvolume.lab:vol-02"
+PORTALS = ["127.0.0.1:3260", "127.0.0.1:3261"]
+
+
+def _login_session(logins: t.Callable[..., t.Any]) -> mod.IscsiSession:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import NodeEntry
+
+    session = _session()
+    session.iscsiadm.session_details.side_effect = None
+    session.iscsiadm.session_details.return_value = []
+    session.iscsiadm.nodes.return_value = [NodeEntry(portal=Portal.parse(p), tpgt=1, target=tg, iface="default")
+                                           for tg in (IQN, IQN2) for p in PORTALS]
+    session.iscsiadm.login.side_effect = logins
+    return session
+
+
+def _two_targets(multipath: bool) -> list[mod.SessionRequest]:
+    reqs, _batch = mod.requests({"volumes": [{"target": tg, "portals": PORTALS, "lun": 1, "volume_id": vid,
+                                              "multipath": multipath}
+                                             for tg, vid in ((IQN, "vol-a"), (IQN2, "vol-b"), (IQN, "vol-c"))],
+                                 "state": "present", "wait_timeout": 0.3, "rescan": True})
+    return reqs
+
+
+def test_multipath_logins_of_a_batch_are_made_side_by_side() -> None:
+    import threading
+
+    # Four logins (two targets, two portals each; vol-c shares vol-a's
+    # target): each waits until all four are in flight, which only happens
+    # when they run at the same time.
+    barrier = threading.Barrier(4, timeout=5)
+    session = _login_session(lambda **kw: barrier.wait() is not None)
+    logged: list[tuple[str, mod.Path]] = []
+    owners = session._login_side_by_side(_two_targets(True), [], logged)
+    assert session.iscsiadm.login.call_count == 4
+    assert sorted((tg, str(p.portal)) for tg, p in logged) == sorted((tg, p) for tg in (IQN, IQN2) for p in PORTALS)
+    # Each login belongs to the first volume that asked for it; vol-c asked for none.
+    assert sorted(set(owners.values())) == [0, 1]
+    # node.startup is set after each good login.
+    assert session.iscsiadm.node_update.call_count == 4
+
+
+def test_a_failed_login_among_parallel_ones_names_its_volume_and_reports_the_others() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import IscsiadmError
+
+    def login(*, target: str, portal: Portal, iface: str) -> bool:
+        if target == IQN2 and str(portal) == PORTALS[1]:
+            raise IscsiadmError("login to it failed: iscsiadm exit 24", rc=24, cmd=["iscsiadm"], stderr="")
+        return True
+
+    session = _login_session(login)
+    logged: list[tuple[str, mod.Path]] = []
+    with pytest.raises(IscsiadmError) as err:
+        session._login_side_by_side(_two_targets(True), [], logged)
+    assert err.value.msg.startswith("volumes[1] (vol-b): login to it failed")
+    assert err.value.rc == 24
+    # The three logins that went through are there for the caller to log out of.
+    assert len(logged) == 3 and (IQN2, mod.Path(Portal.parse(PORTALS[1]), "default")) not in logged
+
+
+def test_without_multipath_one_job_per_target_tries_its_portals_in_order() -> None:
+    from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import IscsiadmError
+
+    def login(*, target: str, portal: Portal, iface: str) -> bool:
+        if str(portal) == PORTALS[0]:
+            raise IscsiadmError("portal down", rc=8, cmd=["iscsiadm"], stderr="")
+        return True
+
+    session = _login_session(login)
+    logged: list[tuple[str, mod.Path]] = []
+    owners = session._login_side_by_side(_two_targets(False), [], logged)
+    # vol-a and vol-b: the first portal fails, the second logs in; vol-c
+    # (vol-a's target) waits for vol-a's job and needs no login of its own.
+    assert sorted((tg, str(p.portal)) for tg, p in logged) == [(IQN, PORTALS[1]), (IQN2, PORTALS[1])]
+    assert session.iscsiadm.login.call_count == 4
+    assert sorted(owners.values()) == [0, 1]
+
+
+def test_a_missing_node_record_fails_before_any_login() -> None:
+    session = _login_session(lambda **kw: True)
+    session.iscsiadm.nodes.return_value = session.iscsiadm.nodes.return_value[:2]  # only IQN's records
+    with pytest.raises(mod.IscsiError, match=r"^volumes\[1\] \(vol-b\): portals: no node record for"):
+        session._login_side_by_side(_two_targets(True), [], [])
+    session.iscsiadm.login.assert_not_called()
