@@ -352,16 +352,10 @@ class IscsiSession:
 
         def attempt(job: tuple[int, SessionRequest, list[tuple[Path, NodeEntry]]]) -> Path | IscsiError:
             _i, req, candidates = job
-            errors: list[IscsiError] = []
-            for path, record in candidates:
-                try:
-                    self._login(req, record)
-                except IscsiError as exc:
-                    errors.append(exc)
-                    continue
-                return path
-            # One path: its own error (with iscsiadm's exit code); several: each one's message.
-            return errors[0] if len(errors) == 1 else IscsiError("; ".join(e.msg for e in errors))
+            try:
+                return self._first_login(req, candidates)
+            except IscsiError as exc:
+                return exc
 
         with ThreadPoolExecutor(max_workers=min(PARALLEL_LOGINS, len(jobs))) as pool:
             outcomes = list(pool.map(attempt, jobs))
@@ -376,6 +370,24 @@ class IscsiSession:
         if failure:
             raise failure
         return owners
+
+    def _first_login(self, req: SessionRequest, candidates: t.Sequence[tuple[Path, NodeEntry]]) -> Path:
+        """Log in through the first of ``candidates`` that works (a volume without multipath needs one path).
+
+        Raises when none does: with one path its own error (iscsiadm's exit
+        code kept), with several every path's message.
+        """
+        errors: list[IscsiError] = []
+        for path, record in candidates:
+            try:
+                self._login(req, record)
+            except IscsiError as exc:
+                errors.append(exc)
+                continue
+            return path
+        if len(errors) == 1:
+            raise errors[0]
+        raise IscsiError("; ".join(e.msg for e in errors))
 
     def _connect(self, req: SessionRequest, details: list[SessionDetail],
                  logged: list[tuple[str, Path]]) -> _Connect:
@@ -399,19 +411,9 @@ class IscsiSession:
         records = self._records(req, to_login if req.multipath or have else paths)
         logged_in: list[Path] = []
         if not req.multipath and not have:
-            # One path: try them in order until one logs in.
-            errors = []
-            for path in paths:
-                try:
-                    self._login(req, records[path])
-                except IscsiError as exc:
-                    errors.append(exc.msg)
-                    continue
-                logged.append((req.target, path))
-                logged_in, wanted = [path], [path]
-                break
-            if not logged_in:
-                raise IscsiError("; ".join(errors))
+            path = self._first_login(req, [(p, records[p]) for p in paths])
+            logged.append((req.target, path))
+            logged_in, wanted = [path], [path]
         else:
             for path in to_login:
                 self._login(req, records[path])
