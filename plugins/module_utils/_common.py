@@ -144,23 +144,26 @@ def run_module(module: t.Any, handler: t.Callable[[], dict[str, t.Any]], secrets
 UndoSteps = t.Iterable[tuple[str, t.Callable[[], object]]]
 
 
-def undo_after(error: OpenVolumeError, steps: UndoSteps) -> None:
+def undo_after(error: OpenVolumeError, steps: UndoSteps) -> list[str]:
     """Run the undo ``steps`` of a failed call; a failed undo is added to ``error``, never put in its place.
 
     Each step is (what it undoes, callable). The caller re-raises ``error``
     afterwards: the user sees the original failure and, after it, what could
-    not be undone (also in the result as ``not_undone``).
+    not be undone (also in the result as ``not_undone``). Returns what was
+    undone (the labels), for a caller that words it.
     """
-    stuck = []
+    done, stuck = [], []
     for label, step in steps:
         try:
             step()
+            done.append(label)
         except OpenVolumeError as exc:
             stuck.append(f"{label} ({exc.msg})")
     if stuck:
         error.msg = f"{error.msg}; and could NOT undo: {'; '.join(stuck)}"
         error.args = (error.msg,)
         error.details["not_undone"] = stuck
+    return done
 
 
 T = t.TypeVar("T")
@@ -172,7 +175,7 @@ def apply_batch(
     apply: t.Callable[[T], R],
     undo: t.Callable[[T, R], UndoSteps],
     *,
-    report: t.Callable[[OpenVolumeError, UndoSteps], None] = undo_after,
+    report: t.Callable[[OpenVolumeError, UndoSteps], object] = undo_after,
 ) -> list[R]:
     """Apply ``apply`` to each item in order, all or nothing.
 

@@ -29,8 +29,18 @@ from ansible_collections.openvolume.compute.plugins.module_utils._common import 
     UndoSteps,
     apply_batch,
     skip_if_check_mode,
+    undo_after,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
+from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_secret import (
+    LibvirtSecrets,
+    SecretSpec,
+    apply_secrets,
+    secret_result,
+    secret_specs,
+    secrets_option,
+    undo_created,
+)
 from ansible_collections.openvolume.compute.plugins.module_utils._luks import Credentials, LuksError, luks_volume
 from ansible_collections.openvolume.compute.plugins.module_utils._rbd import Rbd, RbdError, sharing_blockers
 
@@ -599,6 +609,10 @@ class LibvirtDisks:
     def __init__(self, module: lv.LibvirtModule) -> None:
         self.module = module
         self._domains: dict[str, Domain] = {}
+
+    def known_domain(self, name: str) -> Domain | None:
+        """The domain as this call read (and changed) it, or None when it did not touch it."""
+        return next((d for d in self._domains.values() if d.name == name), None)
 
     def domain(self, spec: DiskSpec) -> Domain:
         if spec.domain not in self._domains:
@@ -1286,6 +1300,7 @@ def argument_spec() -> dict[str, t.Any]:
         detach_timeout={"type": "float", "default": 30.0},
         missing_domain={"type": "str", "choices": ["fail", "skip"], "default": "fail"},
         disks={"type": "list", "elements": "dict", "options": list_entry},
+        secrets=secrets_option(),
         **per_disk,
     )
 
@@ -1307,24 +1322,124 @@ def run(module: lv.LibvirtModule) -> None:
             raise LibvirtError("detach_timeout: must be a positive number of seconds")
         specs = ([DiskSpec.from_params(d, where=f"disks[{i}].") for i, d in enumerate(params["disks"])]
                  if batch else [DiskSpec.from_params(params)])
-        outcomes = apply_all(LibvirtDisks(module), specs, params["detach_timeout"], params["missing_domain"])
+        secrets = secret_specs(params.get("secrets"))
+        outcomes, secret_outcomes = apply_with_secrets(
+            LibvirtDisks(module), specs, secrets, params["detach_timeout"], params["missing_domain"])
         if batch:
             result: dict[str, t.Any] = {
                 "changed": any(o["changed"] for o in outcomes),
-                "disks": [dict(o["disk"], changed=o["changed"], state=s.state, **_size_of(o))
-                          for o, s in zip(outcomes, specs, strict=True)],
+                "disks": [disk_result(o, s) for o, s in zip(outcomes, specs, strict=True)],
                 "diff": [shown_diff(o["diff"], s) for o, s in zip(outcomes, specs, strict=True) if o["changed"]],
             }
         else:
             o = outcomes[0]
-            result = {"changed": o["changed"], "disk": o["disk"], "diff": shown_diff(o["diff"], specs[0])}
+            result = {"changed": o["changed"], "disk": o["disk"], "diff": [shown_diff(o["diff"], specs[0])]}
             if "size" in o:
                 result["size"] = o["size"]
+        if params.get("secrets") is not None:
+            result["changed"] = result["changed"] or any(o["changed"] for o in secret_outcomes)
+            result["secrets"] = [secret_result(o) for o in secret_outcomes]
+            result["diff"] += [dict(o["diff"], before_header=f"secret {s.usage}", after_header=f"secret {s.usage}")
+                               for o, s in zip(secret_outcomes, secrets, strict=True) if o["changed"]]
+        if not batch and len(result["diff"]) == 1:
+            result["diff"] = result["diff"][0]
         if not module.diff_mode:
             result.pop("diff")
         return result
 
-    module.run(handle)
+    module.run(handle, secrets=[s.get("value") for s in params.get("secrets") or [] if s.get("value")])
+
+
+def disk_result(outcome: t.Mapping[str, t.Any], spec: DiskSpec) -> dict[str, t.Any]:
+    """One entry of the ``disks`` result."""
+    return dict(outcome["disk"], changed=outcome["changed"], state=spec.state, **_size_of(outcome))
+
+
+def apply_with_secrets(disks: LibvirtDisks, specs: list[DiskSpec], secrets: list[SecretSpec], timeout: float,
+                       missing_domain: str) -> tuple[list[dict[str, t.Any]], list[dict[str, t.Any]]]:
+    """The secrets to define, then the disks (``apply_all``), then the secrets to remove.
+
+    Secrets come first because a disk is attached with the secrets it names
+    (QEMU gets their values at the hot-plug). When a disk fails, the secrets
+    this call defined go again after the disks were rolled back. A secret to
+    remove that a disk of any domain on the host still names (live or
+    persistent, another tool's disk included) is kept, with ``kept`` saying
+    which disk; the disks this call detaches do not count. Removing comes
+    last and is not undone: a removal that fails leaves the disks detached,
+    and the error says so and carries ``disks``.
+    """
+    manager = LibvirtSecrets(disks.module)
+    define = [s for s in secrets if s.state == "present"]
+    remove = [s for s in secrets if s.state != "present"]
+    defined = apply_secrets(manager, define)
+    try:
+        outcomes = apply_all(disks, specs, timeout, missing_domain)
+    except OpenVolumeError as exc:
+        removed_again = undo_after(exc, undo_created(manager, define, defined))
+        if removed_again:
+            usages = ", ".join(label.removeprefix("removing the secret ") for label in removed_again)
+            exc.msg += f" (the secrets this task had defined were removed again: {usages})"
+            exc.args = (exc.msg,)
+        raise
+    removed: list[dict[str, t.Any]] = []
+    if remove:
+        users = secret_users(disks)
+        try:
+            for spec in remove:
+                removed.append(remove_unused(manager, spec, users))
+        except OpenVolumeError as exc:
+            exc.msg += (" (every disk was done: the detached disks stay detached; secrets removed before: "
+                        f"{', '.join(o['usage'] for o in removed if o['changed']) or 'none'})")
+            exc.args = (exc.msg,)
+            exc.details["disks"] = [disk_result(o, s) for o, s in zip(outcomes, specs, strict=True)]
+            raise
+    by_spec = dict(zip(map(id, define), defined, strict=True)) | dict(zip(map(id, remove), removed, strict=True))
+    return outcomes, [by_spec[id(s)] for s in secrets]
+
+
+def secret_users(disks: LibvirtDisks) -> dict[str, str]:
+    """Each secret (usage and uuid) the disks of the host's domains name -> the first disk naming it.
+
+    The domains this call changed are taken as it left them (in check mode:
+    as the real run would), the others are read now.
+    """
+    conn = disks.module.conn
+    users: dict[str, str] = {}
+    try:
+        handles = list(conn.listAllDomains(0))
+    except lv.libvirt.libvirtError as exc:
+        raise LibvirtError(f"listing the domains failed: {lv.describe(exc)}") from None
+    for handle in handles:
+        dom = disks.known_domain(handle.name())
+        if dom is None:
+            try:
+                dom = Domain(conn, "", handle=handle)
+            except lv.libvirt.libvirtError as exc:
+                if lv.error_code(exc) == lv.libvirt.VIR_ERR_NO_DOMAIN:
+                    continue
+                raise LibvirtError(f"reading domain {handle.name()} failed: {lv.describe(exc)}") from None
+        for root in dom.views().values():
+            for disk in disks_of(root):
+                source = disk_source(disk)
+                for ref in (source.get("auth") or {}, source.get("encryption") or {}):
+                    for key in ("secret_usage", "secret_uuid"):
+                        if ref.get(key):
+                            tgt = disk.find("target")
+                            users.setdefault(ref[key], f"disk {tgt.get('dev') if tgt is not None else '?'} "
+                                                       f"of domain {dom.name}")
+    return users
+
+
+def remove_unused(manager: LibvirtSecrets, spec: SecretSpec, users: t.Mapping[str, str]) -> dict[str, t.Any]:
+    """Remove the secret of ``spec`` unless a disk in ``users`` names it (then ``kept`` says which)."""
+    secret = manager.lookup(spec)
+    if secret is not None:
+        user = users.get(spec.usage) or users.get(secret.UUIDString())
+        if user:
+            return {"changed": False, "uuid": secret.UUIDString(), "usage_type": spec.usage_type,
+                    "usage": spec.usage, "kept": f"secret {spec.usage} stays: {user} names it",
+                    "diff": {"before": {}, "after": {}}}
+    return t.cast(dict[str, t.Any], manager.state_absent(spec))
 
 
 def _size_of(outcome: t.Mapping[str, t.Any]) -> dict[str, t.Any]:

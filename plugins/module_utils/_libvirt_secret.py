@@ -206,12 +206,45 @@ def _per_secret() -> dict[str, t.Any]:
     }
 
 
-def argument_spec() -> dict[str, t.Any]:
+def secrets_option() -> dict[str, t.Any]:
+    """The ``secrets`` list option (of libvirt_secret, and of libvirt_disk for the secrets its disks name)."""
     entry = _per_secret()
     entry["usage"] = {"type": "str", "required": True}
     # The list holds secrets in its entries' value (no_log there), not itself.
-    secrets = {"type": "list", "elements": "dict", "options": entry, "no_log": False}
-    return dict(secrets=secrets, **_per_secret())
+    return {"type": "list", "elements": "dict", "options": entry, "no_log": False}
+
+
+def argument_spec() -> dict[str, t.Any]:
+    return dict(secrets=secrets_option(), **_per_secret())
+
+
+def secret_specs(entries: t.Sequence[t.Mapping[str, t.Any]] | None) -> list[SecretSpec]:
+    """The ``secrets`` option's entries, validated (``secrets[N].`` names a bad one)."""
+    return [SecretSpec.from_params(s, where=f"secrets[{i}].") for i, s in enumerate(entries or [])]
+
+
+def _undo(manager: LibvirtSecrets, spec: SecretSpec, outcome: t.Mapping[str, t.Any]) -> UndoSteps:
+    # Nothing half-done: a secret this call defined goes again.
+    if spec.state == "present" and outcome.get("created"):
+        return [(f"removing the secret {spec.usage}", functools.partial(manager.state_absent, spec))]
+    return []
+
+
+def apply_secrets(manager: LibvirtSecrets, specs: t.Sequence[SecretSpec]) -> list[dict[str, t.Any]]:
+    """Apply every spec in order, all or nothing: when one fails, the secrets this call defined go again."""
+    return apply_batch(specs, lambda spec: dispatch_state(manager, spec.state, spec), functools.partial(_undo, manager))
+
+
+def undo_created(manager: LibvirtSecrets, specs: t.Sequence[SecretSpec],
+                 outcomes: t.Sequence[t.Mapping[str, t.Any]]) -> UndoSteps:
+    """The steps that remove again the secrets ``apply_secrets`` defined, newest first (a later step failed)."""
+    return [step for spec, outcome in reversed(list(zip(specs, outcomes, strict=True)))
+            for step in _undo(manager, spec, outcome)]
+
+
+def secret_result(outcome: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """One entry of a ``secrets`` result: the outcome without its diff."""
+    return {k: v for k, v in outcome.items() if k != "diff"}
 
 
 def run(module: lv.LibvirtModule) -> None:
@@ -223,21 +256,12 @@ def run(module: lv.LibvirtModule) -> None:
         batch = params.get("secrets") is not None
         if batch and (params.get("usage") or params.get("value") or params.get("uuid")):
             raise LibvirtError("secrets: give either secrets or usage/value/uuid for one secret, not both")
-        specs = ([SecretSpec.from_params(s, where=f"secrets[{i}].") for i, s in enumerate(params["secrets"])]
-                 if batch else [SecretSpec.from_params(params)])
-        manager = LibvirtSecrets(module)
-
-        def undo(spec: SecretSpec, outcome: dict[str, t.Any]) -> UndoSteps:
-            # Nothing half-done: secrets this task defined go again.
-            if spec.state == "present" and outcome["created"]:
-                return [(f"removing the secret {spec.usage}", functools.partial(manager.state_absent, spec))]
-            return []
-
-        outcomes = apply_batch(specs, lambda spec: dispatch_state(manager, spec.state, spec), undo)
+        specs = secret_specs(params["secrets"]) if batch else [SecretSpec.from_params(params)]
+        outcomes = apply_secrets(LibvirtSecrets(module), specs)
         if batch:
             result: dict[str, t.Any] = {
                 "changed": any(o["changed"] for o in outcomes),
-                "secrets": [{k: v for k, v in o.items() if k != "diff"} for o in outcomes],
+                "secrets": [secret_result(o) for o in outcomes],
                 "diff": [o["diff"] for o in outcomes if o["changed"]],
             }
         else:

@@ -39,6 +39,9 @@ description:
     alias, falls back to reading the live XML; RV(disk.released_by) says which told.
   - With O(disks), many disks of one or more domains in one task; when one fails, the disks this task attached
     are detached again.
+  - With O(secrets), the libvirt secrets the disks name (CHAP, cephx, LUKS passphrases) in the same task, as
+    M(openvolume.compute.libvirt_secret) would handle them - defined before the disks are attached, removed after
+    they are detached, and a secret still named by a disk of any domain on the host is kept.
   - Runs on the compute host. Needs libvirt-python and lxml there.
 author:
   - openvolume.compute developers (@openvolume)
@@ -313,6 +316,42 @@ options:
       size:
         description: See O(size).
         type: raw
+  secrets:
+    description:
+      - The libvirt secrets the disks name, handled in this task - one round trip instead of a
+        M(openvolume.compute.libvirt_secret) task before an attach and another after a detach. Each entry takes the
+        options of M(openvolume.compute.libvirt_secret) (C(usage_type), C(usage), C(uuid), C(value), C(state)); a
+        value is never returned, logged or shown in a diff.
+      - Entries with C(state=present) are defined (or their value set) before any disk is attached, since QEMU
+        gets a secret's value when the disk is hot-plugged. When a disk fails, the secrets this task defined are
+        removed again, after the disks it attached were detached.
+      - Entries with C(state=absent) are removed after every disk was done. A secret that a disk of any domain on
+        the host still names (live or persistent, a disk attached by another tool included; the disks this task
+        detaches do not count) is kept, and its result entry says which disk in C(kept). A removal that fails
+        fails the task after the disks were detached; the error says so and its result has RV(disks).
+    type: list
+    elements: dict
+    suboptions:
+      usage_type:
+        description: See O(openvolume.compute.libvirt_secret#module:usage_type).
+        type: str
+        choices: [ceph, iscsi, volume]
+        default: iscsi
+      usage:
+        description: See O(openvolume.compute.libvirt_secret#module:usage).
+        type: str
+        required: true
+      uuid:
+        description: See O(openvolume.compute.libvirt_secret#module:uuid).
+        type: str
+      value:
+        description: See O(openvolume.compute.libvirt_secret#module:value). Required with C(state=present).
+        type: str
+      state:
+        description: V(present) or V(absent).
+        type: str
+        choices: [present, absent]
+        default: present
 seealso:
   - module: openvolume.compute.libvirt_secret
   - module: openvolume.compute.iscsi_session
@@ -394,6 +433,33 @@ EXAMPLES = r"""
     disks:
       - {domain: vm1, serial: vol-1, source: {type: block, path: /dev/mapper/mpatha}}
       - {domain: vm2, serial: vol-2, source: {type: block, path: /dev/mapper/mpathb}, target_dev: vdc}
+
+- name: QEMU's iSCSI client with CHAP, the secret defined in the same task
+  openvolume.compute.libvirt_disk:
+    disks:
+      - domain: instance-0001
+        serial: 0b5e6a4c
+        bus: scsi
+        source:
+          type: network
+          protocol: iscsi
+          name: iqn.2010-10.org.example:volume-0b5e/1
+          hosts: [{name: 192.0.2.10, port: 3260}]
+          auth: {username: compute, secret_usage: openvolume/0b5e6a4c}
+    secrets:
+      - {usage_type: iscsi, usage: openvolume/0b5e6a4c, value: "{{ chap_password }}"}
+
+- name: Detach it and remove its secret, unless another disk on the host still names it
+  openvolume.compute.libvirt_disk:
+    disks:
+      - {domain: instance-0001, serial: 0b5e6a4c, state: absent}
+    secrets:
+      - {usage_type: iscsi, usage: openvolume/0b5e6a4c, state: absent}
+  register: detached
+
+- name: Say when the secret stayed
+  ansible.builtin.debug:
+    msg: "{{ detached.secrets | selectattr('kept', 'defined') | map(attribute='kept') }}"
 """
 
 RETURN = r"""
@@ -459,6 +525,15 @@ disks:
   returned: with O(disks)
   type: list
   elements: dict
+secrets:
+  description:
+    - One entry per O(secrets) item, in its order - C(changed), C(created) (with C(state=present)), C(uuid),
+      C(usage_type), C(usage) and, for a secret a disk still names, C(kept) (which disk of which domain).
+  returned: with O(secrets)
+  type: list
+  elements: dict
+  sample: [{changed: false, uuid: 0f5c2b9e-5c2d-4a5e-9a55-3c0e1b6d2f10, usage_type: iscsi, usage: openvolume/0b5e6a4c,
+            kept: "secret openvolume/0b5e6a4c stays: disk sdb of domain instance-0002 names it"}]
 """
 
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtModule

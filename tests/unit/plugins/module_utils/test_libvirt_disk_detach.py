@@ -17,7 +17,13 @@ from lxml import etree
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
 from ansible_collections.openvolume.compute.plugins.module_utils._libvirt import LibvirtError
-from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk import DiskSpec, LibvirtDisks, apply_all
+from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk import (
+    DiskSpec,
+    LibvirtDisks,
+    apply_all,
+    apply_with_secrets,
+)
+from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_secret import SecretSpec
 
 NEVER = None
 
@@ -229,3 +235,29 @@ def test_a_refusal_and_a_timeout_are_both_named() -> None:
     assert "; also disk vol-vdb of vm8 (vdb, not released)" in err.value.msg
     assert [d["serial"] for d in err.value.details["stuck"]] == ["vol-vdc", "vol-vdb"]
     assert vm.live == {"vdb", "vdc"} and vm.config == {"vdb", "vdc"}
+
+
+class FakeSecret:
+    """A libvirt secret whose undefine fails (libvirtd lost it, say)."""
+
+    def UUIDString(self) -> str:  # noqa: N802 (libvirt's name)
+        return "0f5c2b9e-5c2d-4a5e-9a55-3c0e1b6d2f10"
+
+    def undefine(self) -> None:
+        raise libvirt.libvirtError("internal error: cannot remove the secret file")
+
+
+def test_a_secret_removal_that_fails_says_the_disks_left() -> None:
+    vm = FakeDomain("vm9", {"vdb": 0.1})
+    disks = _disks([vm])
+    disks.module.conn.listAllDomains.return_value = [vm]
+    disks.module.conn.secretLookupByUsage.return_value = FakeSecret()
+    secret = SecretSpec.from_params({"usage": "openvolume/vol-vdb", "state": "absent"}, where="secrets[0].")
+    with pytest.raises(LibvirtError) as err:
+        apply_with_secrets(disks, [_absent("vm9", "vdb")], [secret], timeout=5, missing_domain="fail")
+    assert err.value.msg.startswith("secrets[0].removing the secret for openvolume/vol-vdb failed")
+    assert "every disk was done: the detached disks stay detached" in err.value.msg
+    # The role reads ``disks`` in the failed result as: the disks left (error_detaching, not in-use).
+    assert [d["serial"] for d in err.value.details["disks"]] == ["vol-vdb"]
+    assert err.value.details["disks"][0]["changed"] is True
+    assert not vm.live and not vm.config
