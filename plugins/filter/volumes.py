@@ -392,8 +392,8 @@ def session_volumes(items: t.Sequence[t.Mapping[str, t.Any]], resize: bool = Fal
 
 
 def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
-    """libvirt_secret ``secrets`` entries: the CHAP password (qemu mode) or cephx key (RBD) of each volume,
-    and the LUKS passphrase (usage type volume) of each encrypted one."""
+    """``secrets`` entries (libvirt_disk, libvirt_secret): the CHAP password (qemu mode) or cephx key (RBD)
+    of each volume, and the LUKS passphrase (usage type volume) of each encrypted one."""
     entries = []
     for item in plan:
         entry = catalogue[item["volume_id"]]
@@ -406,7 +406,7 @@ def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping
 
 
 def absent_secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]]) -> list[dict[str, t.Any]]:
-    """libvirt_secret ``secrets`` entries removing secrets (qemu mode, RBD, LUKS passphrases).
+    """``secrets`` entries (libvirt_disk, libvirt_secret) removing secrets (qemu mode, RBD, LUKS passphrases).
 
     For plan items: their secrets. For host_release results (items with
     ``remove_secret``): only the secrets the decision removes.

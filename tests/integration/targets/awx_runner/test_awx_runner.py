@@ -223,7 +223,7 @@ def test_attach_and_detach_through_a_survey(tmp_path: t.Any) -> None:
     assert reserved and reserved[0]["changed"], _failure(attach)
     # The entries: the record made present, then the reservation.
     assert [v["transition"]["to"] for v in reserved[0]["volumes"]][-1] == "attaching"
-    plugged = attach.ok("Hot-plug the disks, live and persistent")
+    plugged = attach.ok("Hot-plug the disks, live and persistent, with their libvirt secrets")
     assert plugged and plugged[0]["changed"]
     in_use = attach.ok("Mark the volumes in-use (attaching -> in-use), with the device and disk they got")
     assert in_use and in_use[0]["volumes"][-1]["transition"]["to"] == "in-use"
@@ -239,7 +239,7 @@ def test_attach_and_detach_through_a_survey(tmp_path: t.Any) -> None:
     assert detach.status == "successful" and detach.rc == 0, _failure(detach)
     begun = detach.ok("Begin detaching (in-use -> detaching)")
     assert begun and begun[0]["volumes"][-1]["transition"]["to"] == "detaching"
-    unplugged = detach.ok("Detach the disks and wait for the guests to release them")
+    unplugged = detach.ok("Detach the disks, wait for the guests to release them, remove the secrets nothing uses")
     assert unplugged and unplugged[0]["changed"]
     waited = unplugged[0]["disks"][0]["waited"]
     assert isinstance(waited, float) and 0 <= waited < 30
@@ -260,7 +260,7 @@ def test_two_disks_detached_together(tmp_path: t.Any) -> None:
     assert {VOL_A, VOL_B} <= serials(live=True)
     detach = job("detach.yml", survey, attachments=both, tmp=str(tmp_path))
     assert detach.status == "successful", _failure(detach)
-    unplugged = detach.ok("Detach the disks and wait for the guests to release them")
+    unplugged = detach.ok("Detach the disks, wait for the guests to release them, remove the secrets nothing uses")
     assert unplugged, _failure(detach)
     disks = unplugged[0]["disks"]
     assert sorted(d["serial"] for d in disks) == [VOL_A, VOL_B]

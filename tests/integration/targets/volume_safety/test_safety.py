@@ -41,16 +41,16 @@ VOLS = [f"vol-{11 + 3 * WORKER + n:02d}" for n in range(3)]
 assert WORKER < 3, "the lab has volumes for three workers (vol-11 .. vol-19)"
 
 # Kill points: the task that never starts (everything before it is done).
+# The libvirt secrets go in and out in the task of the disks.
 ATTACH_KILLS = {
     "before-reserve": "Reserve the volumes",
-    "after-reserve": "Libvirt secrets for CHAP",
-    "after-secret": "Hot-plug the disks",
+    "after-reserve": "Hot-plug the disks",
     "after-hotplug": "Mark the volumes in-use",
 }
 DETACH_KILLS = {
-    "after-begin": "Detach the disks and wait",
-    "after-unplug": "Decide what this host no longer needs",
-    "after-secret": "Detached (detaching -> available)",
+    "after-begin": "Decide what this host no longer needs",
+    "after-unplug": "The disks are gone from the domains",
+    "after-release": "Detached (detaching -> available)",
 }
 
 
@@ -186,7 +186,7 @@ def test_attach_killed_then_remedied(store: Store, step: str, remedy: str) -> No
 
 
 @pytest.mark.parametrize("remedy", ["rerun", "reconcile"])
-@pytest.mark.parametrize("step", ["after-secret", "after-hotplug"])
+@pytest.mark.parametrize("step", ["after-reserve", "after-hotplug"])
 def test_attach_killed_and_lease_lapsed(tmp_path: t.Any, step: str, remedy: str) -> None:
     store = Store("sqlite", str(tmp_path), lease_ttl=3)
     try:
@@ -244,7 +244,8 @@ def test_two_runs_for_one_attachment(store: Store, tmp_path: t.Any) -> None:
     vol = VOLS[1]
     use(store, vol)
     flag = str(tmp_path / "paused")
-    first = play("attach.yml", store, extra={"volume": vol, "instance": DOM1}, pause_at="Hot-plug the disks",
+    # Paused after its host work (the disk and its secret), before in-use.
+    first = play("attach.yml", store, extra={"volume": vol, "instance": DOM1}, pause_at="Mark the volumes in-use",
                  pause_file=flag, background=True)
     assert isinstance(first, subprocess.Popen)
     try:
@@ -257,6 +258,7 @@ def test_two_runs_for_one_attachment(store: Store, tmp_path: t.Any) -> None:
         # The second run left the first one's work alone.
         assert store.attachment(vol, DOM1).owner == holder.owner
         assert f"openvolume/{vol}" in secrets()
+        assert has_disk(DOM1, vol) == {"live": True, "config": True}
         # A detach of it is refused too.
         assert detach(store, vol, DOM1).rc != 0
     finally:
@@ -337,6 +339,31 @@ def failed_attach_rollback_keeps_what_another_domain_uses(store: Store) -> None:
     ok(detach(store, vol, DOM2))
     ok(detach(store, VOLS[0], DOM3))
     assert_nothing_left(store, vol, DOM2, DOM3)
+
+
+def test_a_disk_attached_by_hand_keeps_the_secret(store: Store, tmp_path: t.Any) -> None:
+    """A disk no record knows (another tool's) that names the volume's secret: the detach leaves the secret."""
+    vol = VOLS[1]
+    ok(attach(store, vol, DOM1))
+    by_hand = tmp_path / "by-hand.xml"
+    # Persistent config only: nothing connects to the (made-up) target.
+    by_hand.write_text(
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+        "<source protocol='iscsi' name='iqn.2026-11.org.example:by-hand/1'><host name='127.0.0.1' port='3260'/>"
+        f"<auth username='someone'><secret type='iscsi' usage='openvolume/{vol}'/></auth></source>"
+        "<target dev='sdz' bus='scsi'/><serial>by-hand</serial></disk>")
+    virsh("attach-device", DOM2, str(by_hand), "--config")
+    try:
+        run = ok(detach(store, vol, DOM1))
+        assert f"secret openvolume/{vol} stays: disk sdz of domain {DOM2} names it" in run.out, run.out[-4000:]
+        assert f"openvolume/{vol}" in secrets()
+        assert has_disk(DOM1, vol) == {"live": False, "config": False}
+        assert store.state(vol, DOM1) == "available"
+    finally:
+        virsh("detach-device", DOM2, str(by_hand), "--config", check=False)
+    # Nothing names it now: reconcile removes the orphan.
+    ok(reconcile(store))
+    assert_nothing_left(store, vol, DOM1, DOM2)
 
 
 # --- a domain deleted behind our back -------------------------------------------------------------------
@@ -429,7 +456,7 @@ def test_reconcile_leaves_an_unreachable_host_alone(store: Store, tmp_path: t.An
     # runs on the controller, so it is recorded although the host is away).
     use(store, "vol-20")
     killed(play("attach.yml", store, extra={"volume": "vol-20", "instance": "far-vm"},  # type: ignore[arg-type]
-                inventory=[INVENTORY, str(inventory)], limit="far-compute", kill_at="Libvirt secrets for CHAP"))
+                inventory=[INVENTORY, str(inventory)], limit="far-compute", kill_at="Hot-plug the disks"))
     far = store.attachment("vol-20", "far-vm")
     assert far is not None and far.status == "attaching"
     recon = reconcile(store, inventory=[INVENTORY, str(inventory)])
@@ -450,7 +477,7 @@ def etcd_store(tmp_path: t.Any) -> t.Iterator[Store]:
     clean(s)
 
 
-@pytest.mark.parametrize(("step", "remedy"), [("after-hotplug", "reconcile"), ("after-secret", "rerun"),
+@pytest.mark.parametrize(("step", "remedy"), [("after-hotplug", "reconcile"), ("after-reserve", "rerun"),
                                               ("after-reserve", "reconcile")])
 def test_etcd_attach_killed_then_remedied(etcd_store: Store, step: str, remedy: str) -> None:
     store, vol = etcd_store, VOLS[0]
