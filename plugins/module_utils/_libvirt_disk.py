@@ -1410,14 +1410,9 @@ def secret_users(disks: LibvirtDisks) -> dict[str, str]:
     except lv.libvirt.libvirtError as exc:
         raise LibvirtError(f"listing the domains failed: {lv.describe(exc)}") from None
     for handle in handles:
-        dom = disks.known_domain(handle.name())
+        dom = disks.known_domain(handle.name()) or read_domain(conn, handle)
         if dom is None:
-            try:
-                dom = Domain(conn, "", handle=handle)
-            except lv.libvirt.libvirtError as exc:
-                if lv.error_code(exc) == lv.libvirt.VIR_ERR_NO_DOMAIN:
-                    continue
-                raise LibvirtError(f"reading domain {handle.name()} failed: {lv.describe(exc)}") from None
+            continue
         for root in dom.views().values():
             for disk in disks_of(root):
                 source = disk_source(disk)
@@ -1428,6 +1423,16 @@ def secret_users(disks: LibvirtDisks) -> dict[str, str]:
                             users.setdefault(ref[key], f"disk {tgt.get('dev') if tgt is not None else '?'} "
                                                        f"of domain {dom.name}")
     return users
+
+
+def read_domain(conn: t.Any, handle: t.Any) -> Domain | None:
+    """The domain of ``handle`` read now; None when it was undefined since it was listed (it is gone)."""
+    try:
+        return Domain(conn, "", handle=handle)
+    except lv.libvirt.libvirtError as exc:
+        if lv.error_code(exc) == lv.libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise LibvirtError(f"reading domain {handle.name()} failed: {lv.describe(exc)}") from None
 
 
 def remove_unused(manager: LibvirtSecrets, spec: SecretSpec, users: t.Mapping[str, str]) -> dict[str, t.Any]:
@@ -1523,13 +1528,9 @@ def domain_inventory(conn: t.Any, names: t.Sequence[str] | None = None) -> tuple
                 missing.append(name)
     out = []
     for handle in handles:
-        try:
-            dom = Domain(conn, "", handle=handle)
-        except lv.libvirt.libvirtError as exc:
-            if lv.error_code(exc) == lv.libvirt.VIR_ERR_NO_DOMAIN:
-                # Undefined while we listed: it is gone.
-                continue
-            raise LibvirtError(f"reading domain {handle.name()} failed: {lv.describe(exc)}") from None
+        dom = read_domain(conn, handle)
+        if dom is None:
+            continue
         disks: dict[tuple[str, str], dict[str, t.Any]] = {}
         for view, root in dom.views().items():
             for d in disks_of(root):
