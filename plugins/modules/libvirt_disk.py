@@ -56,6 +56,8 @@ attributes:
     details:
       - The diff shows the disk's XML before and after, in the live domain and in the persistent config, each
         under a comment naming it (C(<!-- live -->), C(<!-- persistent config -->)).
+      - A secret of O(secrets) that changes shows under C(secret USAGE), its value masked (C(********), with
+        C((changed)) when the value is new).
   action_group:
     support: full
     membership: [openvolume.compute.libvirt]
