@@ -36,6 +36,8 @@ grep -q 'Invoked with volumes=.*syslog-2.*connection_info.*auth_username' <<<"$w
   || { echo "FAIL: volume_reservation's invocation with connection_info did not reach syslog"; echo "$written" | tail -5; exit 1; }
 grep -q "iscsi_node: Invoked with .*node.session.auth.password" <<<"$written" \
   || { echo "FAIL: iscsi_node's invocation with a secret in settings did not reach syslog"; exit 1; }
+grep -q 'libvirt_disk: Invoked with .*secrets=' <<<"$written" \
+  || { echo "FAIL: libvirt_disk's invocation with secrets did not reach syslog"; exit 1; }
 grep -q 'iscsi_node: Invoked with' <<<"$written" \
   || { echo "FAIL: iscsi_node's invocation did not reach syslog"; exit 1; }
 echo "PASS: $invoked module invocations in syslog and $(wc -l <"$log") lines of -vvv output, no CHAP secret"
