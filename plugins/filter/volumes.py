@@ -62,6 +62,14 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         ]
     except IscsiError as exc:
         raise AnsibleFilterError(f"connection_info: {exc.msg}") from None
+    for user_key, secret_key, what in (("auth_username", "auth_password", "CHAP"),
+                                       ("auth_username_in", "auth_password_in", "mutual CHAP")):
+        if volume.get(user_key) and not volume.get(secret_key):
+            raise AnsibleFilterError(f"connection_info: volume {vid}: {secret_key} (the {what} password of "
+                                     f"{volume[user_key]}) is needed with {user_key}")
+    if volume.get("auth_username_in") and not volume.get("auth_username"):
+        raise AnsibleFilterError(f"connection_info: volume {vid}: auth_username_in (mutual CHAP) needs "
+                                 "auth_username and auth_password (the target's CHAP) too")
     lun = int(volume.get("target_lun", 1))
     access_mode = volume.get("access_mode", "rw")
     if access_mode not in ("rw", "ro"):
@@ -81,10 +89,31 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     if encrypted:
         # As Cinder says it; the passphrase stays in the catalogue.
         data["encrypted"] = True
-    for key in ("auth_username", "auth_password", "auth_username_in", "auth_password_in"):
-        if volume.get(key):
-            data[key] = volume[key]
+    data.update(volume_secrets(volume, str(vid))["chap"])
     return {"driver_volume_type": "iscsi", "data": data}
+
+
+_CHAP_KEYS = ("auth_username", "auth_password", "auth_username_in", "auth_password_in")
+
+
+def volume_secrets(volume: t.Mapping[str, t.Any], volume_id: str) -> dict[str, t.Any]:
+    """The one place the filters read a catalogue entry's secrets (its other data is public).
+
+    ``chap``: the CHAP keys connection_info carries (``auth_username``,
+    ``auth_password`` and the ``_in`` pair of mutual CHAP; empty for RBD or
+    without CHAP); ``libvirt``: the value of the volume's libvirt secret
+    (the CHAP password of an iSCSI volume, the cephx key of an RBD one);
+    ``passphrase``: the LUKS passphrase of an encrypted volume. Absent ones
+    are None.
+    """
+    if volume.get("driver_volume_type", "iscsi") == "rbd":
+        chap: dict[str, t.Any] = {}
+        value = volume.get("auth_key")
+    else:
+        chap = {key: volume[key] for key in _CHAP_KEYS if volume.get(key)}
+        value = volume.get("auth_password")
+    return {"chap": chap, "libvirt": value or None,
+            "passphrase": (volume.get("passphrase") or None) if volume.get("encrypted") else None}
 
 
 ENCRYPTION_FORMATS = ("luks",)
@@ -182,7 +211,7 @@ def node_records(
             continue
         vid = item["volume_id"]
         volume = catalogue[vid]
-        auth = chap_auth(connection_info(volume, vid))
+        auth = chap_auth(volume_secrets(volume, vid)["chap"])
         tag = f",{item['portal_group']}" if item.get("portal_group") else ""
         for portal in item["portals"]:
             records.append({"target": item["connection_info"]["data"]["target_iqn"], "portal": f"{portal}{tag}",
@@ -214,7 +243,11 @@ def stored_connection_info(
     with the reservation already, before anything is connected, so that
     whoever comes after a crash has what it needs (seed 004).
     """
-    conn = connection_info(catalogue[item["volume_id"]], item["volume_id"])
+    # The plan item's public connection_info, with the CHAP keys put back:
+    # the catalogue is not read again for the rest.
+    public = item["connection_info"]
+    conn = dict(public, data=dict(public["data"], **volume_secrets(catalogue[item["volume_id"]],
+                                                                     item["volume_id"])["chap"]))
     conn["openvolume"] = {
         "attach_mode": item["mode"],
         "multipath": item.get("multipath", False),
@@ -396,12 +429,12 @@ def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping
     of each volume, and the LUKS passphrase (usage type volume) of each encrypted one."""
     entries = []
     for item in plan:
-        entry = catalogue[item["volume_id"]]
+        secrets = volume_secrets(catalogue[item["volume_id"]], item["volume_id"])
         if item.get("secret_usage"):
             entries.append({"usage_type": item.get("secret_type", "iscsi"), "usage": item["secret_usage"],
-                            "value": entry["auth_key" if item.get("secret_type") == "ceph" else "auth_password"]})
+                            "value": secrets["libvirt"]})
         if item.get("luks_secret_usage"):
-            entries.append({"usage_type": "volume", "usage": item["luks_secret_usage"], "value": entry["passphrase"]})
+            entries.append({"usage_type": "volume", "usage": item["luks_secret_usage"], "value": secrets["passphrase"]})
     return entries
 
 

@@ -48,6 +48,12 @@ def test_no_chap() -> None:
         ({"target_iqn": ENTRY["target_iqn"]}, "volume v: target_portals: at least one portal"),
         ({"target_iqn": ENTRY["target_iqn"], "target_portals": ["::1"]}, "volume v: target_portals[0]: '::1'"),
         ({"target_iqn": ENTRY["target_iqn"], "target_portal": "h", "access_mode": "rx"}, "access_mode must be"),
+        ({"target_iqn": ENTRY["target_iqn"], "target_portal": "h", "auth_username": "u"},
+         "volume v: auth_password (the CHAP password of u) is needed with auth_username"),
+        ({**ENTRY, "auth_username_in": "t"},
+         "volume v: auth_password_in (the mutual CHAP password of t) is needed with auth_username_in"),
+        ({"target_iqn": ENTRY["target_iqn"], "target_portal": "h", "auth_username_in": "t", "auth_password_in": "q"},
+         "auth_username_in (mutual CHAP) needs auth_username and auth_password"),
     ],
 )
 def test_errors_name_the_volume_and_field(entry: dict, message: str) -> None:
@@ -136,6 +142,29 @@ def test_reserve_entries_store_the_connection_info() -> None:
     assert reserve["connection_info"]["openvolume"] == {
         "attach_mode": "qemu", "multipath": False, "secret_usage": "openvolume/vol-01", "serial": "vol-01",
         "target_dev": None, "device_path": None, "wwid": None, "ifaces": None, "secret_type": "iscsi"}
+
+
+def test_secrets_are_read_in_one_place() -> None:
+    from ansible_collections.openvolume.compute.plugins.filter.volumes import volume_secrets
+    mutual = {**ENTRY, "auth_username_in": "t", "auth_password_in": "q", "encrypted": True, "passphrase": "s"}
+    assert volume_secrets(mutual, "v") == {
+        "chap": {"auth_username": "u", "auth_password": "p", "auth_username_in": "t", "auth_password_in": "q"},
+        "libvirt": "p", "passphrase": "s"}
+    rbd = {"driver_volume_type": "rbd", "name": "volumes/v", "auth_username": "openvolume", "auth_key": "K",
+           "passphrase": "not encrypted: not read"}
+    assert volume_secrets(rbd, "v") == {"chap": {}, "libvirt": "K", "passphrase": None}
+    assert volume_secrets({"target_iqn": ENTRY["target_iqn"]}, "v") == {"chap": {}, "libvirt": None,
+                                                                      "passphrase": None}
+
+
+def test_the_stored_connection_info_is_the_plans_with_the_chap_keys() -> None:
+    # The plan's public connection_info, the CHAP keys put back: what
+    # connection_info() of the catalogue entry gives, read only once.
+    plan = attach_plan([{"volume": "vol-01", "instance": "d1"}], CATALOGUE, [], "h1")
+    assert "auth_password" not in plan[0]["connection_info"]["data"]
+    stored = reserve_entries(plan, CATALOGUE)[1]["connection_info"]
+    assert stored["data"] == connection_info(CATALOGUE["vol-01"], "vol-01")["data"]
+    assert stored["driver_volume_type"] == "iscsi"
 
 
 def test_reservation_and_disk_entries() -> None:
