@@ -60,6 +60,25 @@ def changed(run: Run, host: str = "lab-compute-1") -> int:
     return int(m.group(1))
 
 
+def steps(run: Run, role: str, host: str = "lab-compute-1") -> dict[str, str]:
+    """Each task of ``role`` the run reached -> its outcome (changed, ok, skipping, failed), from the stdout."""
+    outcomes: dict[str, str] = {}
+    task = None
+    for line in run.out.splitlines():
+        m = re.match(r"^(?:TASK|RUNNING HANDLER) \[(.*)\] \*+$", line)
+        if m:
+            task = m.group(1)
+            continue
+        m = re.match(rf"^(changed|ok|skipping|failed|fatal): \[{re.escape(host)}\]", line)
+        if m and task and task.startswith(f"openvolume.compute.{role} : "):
+            outcomes[task.split(" : ", 1)[1]] = m.group(1)
+    return outcomes
+
+
+def changed_steps(run: Run, role: str) -> list[str]:
+    return [task for task, outcome in steps(run, role).items() if outcome == "changed"]
+
+
 def ok(run: Run) -> Run:
     assert run.rc == 0, run.out[-6000:]
     return run
@@ -532,3 +551,36 @@ def test_etcd_two_controllers_at_once(etcd_store: Store) -> None:
         assert rc == 0 or "another run cannot change it while that run lives" in out, out[-3000:]
     assert_attached(store, vol, DOM1)
     assert len([s for s in disks(DOM1) if s == vol]) == 1
+
+
+# --- check mode predicts the real run, step by step -------------------------------------------------
+def test_check_mode_predicts_each_step(store: Store) -> None:
+    """--check says changed for exactly the steps the real run then changes, the store's last step included."""
+    vol = VOLS[1]
+    check = ok(attach(store, vol, DOM1, check=True))
+    assert store.state(vol, DOM1) == "available" and has_disk(DOM1, vol) == {"live": False, "config": False}
+    assert f"openvolume/{vol}" not in secrets()
+    real = ok(attach(store, vol, DOM1))
+    assert steps(check, "volume_attach") == steps(real, "volume_attach"), (check.out[-4000:], real.out[-4000:])
+    assert "Mark the volumes in-use (attaching -> in-use), with the device and disk they got" in changed_steps(
+        real, "volume_attach")
+    assert changed(ok(attach(store, vol, DOM1, check=True))) == 0
+    assert changed(ok(attach(store, vol, DOM1))) == 0
+    # Drift: the live disk pulled by hand; the repair is predicted the same way.
+    virsh("detach-disk", DOM1, disks(DOM1)[vol]["target"], "--live")
+    wait = time.time() + 10
+    while has_disk(DOM1, vol)["live"] and time.time() < wait:
+        time.sleep(0.2)
+    check = ok(attach(store, vol, DOM1, check=True))
+    assert has_disk(DOM1, vol) == {"live": False, "config": True}
+    real = ok(attach(store, vol, DOM1))
+    assert steps(check, "volume_attach") == steps(real, "volume_attach"), (check.out[-4000:], real.out[-4000:])
+    assert has_disk(DOM1, vol) == {"live": True, "config": True}
+    # The detach: its last step (detaching -> available) is predicted too.
+    check = ok(detach(store, vol, DOM1, check=True))
+    assert store.state(vol, DOM1) == "in-use" and has_disk(DOM1, vol) == {"live": True, "config": True}
+    real = ok(detach(store, vol, DOM1))
+    assert steps(check, "volume_detach") == steps(real, "volume_detach"), (check.out[-4000:], real.out[-4000:])
+    assert "Detached (detaching -> available)" in changed_steps(real, "volume_detach")
+    assert_nothing_left(store, vol, DOM1)
+    assert changed(ok(detach(store, vol, DOM1, check=True))) == 0
