@@ -246,8 +246,8 @@ def stored_connection_info(
     # The plan item's public connection_info, with the CHAP keys put back:
     # the catalogue is not read again for the rest.
     public = item["connection_info"]
-    conn = dict(public, data=dict(public["data"], **volume_secrets(catalogue[item["volume_id"]],
-                                                                     item["volume_id"])["chap"]))
+    chap = volume_secrets(catalogue[item["volume_id"]], item["volume_id"])["chap"]
+    conn = dict(public, data=dict(public["data"], **chap))
     conn["openvolume"] = {
         "attach_mode": item["mode"],
         "multipath": item.get("multipath", False),

@@ -153,8 +153,8 @@ def test_secrets_are_read_in_one_place() -> None:
     rbd = {"driver_volume_type": "rbd", "name": "volumes/v", "auth_username": "openvolume", "auth_key": "K",
            "passphrase": "not encrypted: not read"}
     assert volume_secrets(rbd, "v") == {"chap": {}, "libvirt": "K", "passphrase": None}
-    assert volume_secrets({"target_iqn": ENTRY["target_iqn"]}, "v") == {"chap": {}, "libvirt": None,
-                                                                      "passphrase": None}
+    bare = {"target_iqn": ENTRY["target_iqn"]}
+    assert volume_secrets(bare, "v") == {"chap": {}, "libvirt": None, "passphrase": None}
 
 
 def test_the_stored_connection_info_is_the_plans_with_the_chap_keys() -> None:
