@@ -89,14 +89,14 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     if encrypted:
         # As Cinder says it; the passphrase stays in the catalogue.
         data["encrypted"] = True
-    data.update(volume_secrets(volume, str(vid))["chap"])
+    data.update(volume_secrets(volume)["chap"])
     return {"driver_volume_type": "iscsi", "data": data}
 
 
 _CHAP_KEYS = ("auth_username", "auth_password", "auth_username_in", "auth_password_in")
 
 
-def volume_secrets(volume: t.Mapping[str, t.Any], volume_id: str) -> dict[str, t.Any]:
+def volume_secrets(volume: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     """The one place the filters read a catalogue entry's secrets (its other data is public).
 
     ``chap``: the CHAP keys connection_info carries (``auth_username``,
@@ -211,7 +211,7 @@ def node_records(
             continue
         vid = item["volume_id"]
         volume = catalogue[vid]
-        auth = chap_auth(volume_secrets(volume, vid)["chap"])
+        auth = chap_auth(volume_secrets(volume)["chap"])
         tag = f",{item['portal_group']}" if item.get("portal_group") else ""
         for portal in item["portals"]:
             records.append({"target": item["connection_info"]["data"]["target_iqn"], "portal": f"{portal}{tag}",
@@ -246,7 +246,7 @@ def stored_connection_info(
     # The plan item's public connection_info, with the CHAP keys put back:
     # the catalogue is not read again for the rest.
     public = item["connection_info"]
-    chap = volume_secrets(catalogue[item["volume_id"]], item["volume_id"])["chap"]
+    chap = volume_secrets(catalogue[item["volume_id"]])["chap"]
     conn = dict(public, data=dict(public["data"], **chap))
     conn["openvolume"] = {
         "attach_mode": item["mode"],
@@ -429,7 +429,7 @@ def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping
     of each volume, and the LUKS passphrase (usage type volume) of each encrypted one."""
     entries = []
     for item in plan:
-        secrets = volume_secrets(catalogue[item["volume_id"]], item["volume_id"])
+        secrets = volume_secrets(catalogue[item["volume_id"]])
         if item.get("secret_usage"):
             entries.append({"usage_type": item.get("secret_type", "iscsi"), "usage": item["secret_usage"],
                             "value": secrets["libvirt"]})

@@ -103,9 +103,8 @@ def measure(name: str, volumes: list[str], tmp: str, env: dict[str, str], catalo
         print(f"{name}, round {r + 1}: playbook {p:.1f}s, script {s:.1f}s, "
               f"re-run {rerun[-1]:.2f}s, empty play {empty[-1]:.2f}s, probe play {probe[-1]:.2f}s", flush=True)
     p, s = statistics.median(playbook), statistics.median(script)
-    n, e = statistics.median(rerun), statistics.median(empty)
+    n, e, o = statistics.median(rerun), statistics.median(empty), statistics.median(probe)
     print(f"{name} on {len(DOMAINS)} domains, attach + detach, {ROUNDS} rounds in turn (medians)")
-    o = statistics.median(probe)
     print(f"bench ({name}, attach re-run with nothing to change): {n:.2f}s, empty play {e:.2f}s, "
           f"above by {n - e:.2f}s; a play of the one volume_host_info task {o:.2f}s ({o - e:.2f}s above)",
           flush=True)

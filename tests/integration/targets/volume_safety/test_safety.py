@@ -149,6 +149,14 @@ def assert_attached(store: Store, volume: str, instance: str) -> None:
     assert f"openvolume/{volume}" in secrets()
 
 
+def pull_live_disk(name: str, volume: str) -> None:
+    """Detach a volume's disk from the live domain by hand (drift), and wait until QEMU let it go."""
+    virsh("detach-disk", name, disks(name)[volume]["target"], "--live")
+    wait = time.time() + 10
+    while has_disk(name, volume)["live"] and time.time() < wait:
+        time.sleep(0.2)
+
+
 def assert_nothing_left(store: Store, volume: str, *instances: str) -> None:
     for instance in instances:
         assert store.state(volume, instance) == "available"
@@ -422,10 +430,7 @@ def test_drift_is_repaired(store: Store) -> None:
     assert has_disk(DOM1, vol) == {"live": True, "config": True}
     assert changed(ok(attach(store, vol, DOM1))) == 0
     # The live side removed: reconcile shows it in check mode, then re-adds it.
-    virsh("detach-disk", DOM1, target, "--live")
-    wait = time.time() + 10
-    while has_disk(DOM1, vol)["live"] and time.time() < wait:
-        time.sleep(0.2)
+    pull_live_disk(DOM1, vol)
     check = ok(reconcile(store, check=True))
     assert re.search(rf"{vol}\s+lab-compute-1\s+{DOM1}\s+in-use\s+disk {target} \(config\)\s+re-add the live disk",
                      check.out), check.out[-3000:]
@@ -567,10 +572,7 @@ def test_check_mode_predicts_each_step(store: Store) -> None:
     assert changed(ok(attach(store, vol, DOM1, check=True))) == 0
     assert changed(ok(attach(store, vol, DOM1))) == 0
     # Drift: the live disk pulled by hand; the repair is predicted the same way.
-    virsh("detach-disk", DOM1, disks(DOM1)[vol]["target"], "--live")
-    wait = time.time() + 10
-    while has_disk(DOM1, vol)["live"] and time.time() < wait:
-        time.sleep(0.2)
+    pull_live_disk(DOM1, vol)
     check = ok(attach(store, vol, DOM1, check=True))
     assert has_disk(DOM1, vol) == {"live": False, "config": True}
     real = ok(attach(store, vol, DOM1))

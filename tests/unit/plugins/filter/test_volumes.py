@@ -147,14 +147,14 @@ def test_reserve_entries_store_the_connection_info() -> None:
 def test_secrets_are_read_in_one_place() -> None:
     from ansible_collections.openvolume.compute.plugins.filter.volumes import volume_secrets
     mutual = {**ENTRY, "auth_username_in": "t", "auth_password_in": "q", "encrypted": True, "passphrase": "s"}
-    assert volume_secrets(mutual, "v") == {
+    assert volume_secrets(mutual) == {
         "chap": {"auth_username": "u", "auth_password": "p", "auth_username_in": "t", "auth_password_in": "q"},
         "libvirt": "p", "passphrase": "s"}
     rbd = {"driver_volume_type": "rbd", "name": "volumes/v", "auth_username": "openvolume", "auth_key": "K",
            "passphrase": "not encrypted: not read"}
-    assert volume_secrets(rbd, "v") == {"chap": {}, "libvirt": "K", "passphrase": None}
+    assert volume_secrets(rbd) == {"chap": {}, "libvirt": "K", "passphrase": None}
     bare = {"target_iqn": ENTRY["target_iqn"]}
-    assert volume_secrets(bare, "v") == {"chap": {}, "libvirt": None, "passphrase": None}
+    assert volume_secrets(bare) == {"chap": {}, "libvirt": None, "passphrase": None}
 
 
 def test_the_stored_connection_info_is_the_plans_with_the_chap_keys() -> None:
