@@ -8,6 +8,7 @@ import re
 import typing as t
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _host_usage
 from ansible_collections.openvolume.compute.plugins.module_utils._common import is_secret_key
@@ -16,6 +17,48 @@ from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm impor
     Portal,
     validate_target_name,
 )
+from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import MAX_LUN
+
+
+def _flag(where: t.Mapping[str, t.Any], key: str, what: str, default: bool = False) -> bool:
+    """A yes/no key of a catalogue entry or request, read as Ansible reads booleans.
+
+    ``"no"`` and ``"false"`` (from an ini lookup, ``-e``, a survey) are
+    false, not a non-empty string taken for true; anything but a boolean is
+    an error naming ``what`` and the key.
+    """
+    value = where.get(key)
+    if value is None:
+        return default
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise AnsibleFilterError(f"{what}: {key} must be true or false, got {value!r}") from None
+
+
+def _list(volume: t.Mapping[str, t.Any], key: str, what: str) -> list[t.Any]:
+    """A list key of a catalogue entry (absent: empty); a string or a dict is refused, never iterated."""
+    value = volume.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        hint = f"; write one item as [{value!r}]" if isinstance(value, str) else ""
+        raise AnsibleFilterError(f"{what}: {key} must be a list, got {value!r}{hint}")
+    return value
+
+
+def _lun(volume: t.Mapping[str, t.Any], what: str) -> int:
+    """The catalogue's ``target_lun``: required (which LUN is the volume's is never guessed), 0 to MAX_LUN."""
+    value = volume.get("target_lun")
+    if value is None:
+        raise AnsibleFilterError(
+            f"{what}: target_lun is needed, the volume's LUN number on the target (as Cinder's connection_info "
+            "gives it; tgt numbers its first disk 1, LIO 0)"
+        )
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not text.isdigit() or int(text) > MAX_LUN:
+        raise AnsibleFilterError(f"{what}: target_lun must be a LUN number from 0 to {MAX_LUN}, got {value!r}")
+    return int(text)
 
 
 def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None) -> dict[str, t.Any]:
@@ -54,7 +97,8 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
             f"connection_info: volume {vid}: driver_volume_type must be iscsi or rbd, got {kind!r}")
     try:
         iqn = validate_target_name(str(volume.get("target_iqn") or ""), param=f"volume {vid}: target_iqn")
-        raw_portals = volume.get("target_portals") or ([volume["target_portal"]] if volume.get("target_portal") else [])
+        raw_portals = (_list(volume, "target_portals", f"connection_info: volume {vid}")
+                       or ([volume["target_portal"]] if volume.get("target_portal") else []))
         if not raw_portals:
             raise IscsiError(f"volume {vid}: target_portals: at least one portal is needed")
         portals = [
@@ -70,7 +114,7 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     if volume.get("auth_username_in") and not volume.get("auth_username"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: auth_username_in (mutual CHAP) needs "
                                  "auth_username and auth_password (the target's CHAP) too")
-    lun = int(volume.get("target_lun", 1))
+    lun = _lun(volume, f"connection_info: volume {vid}")
     access_mode = volume.get("access_mode", "rw")
     if access_mode not in ("rw", "ro"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: access_mode must be rw or ro, got {access_mode}")
@@ -83,7 +127,7 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         "target_lun": lun,
         "target_luns": [lun] * len(portals),
         "access_mode": access_mode,
-        "multiattach": bool(volume.get("multiattach", False)),
+        "multiattach": _flag(volume, "multiattach", f"connection_info: volume {vid}"),
         "auth_method": "CHAP" if volume.get("auth_username") else None,
     }
     if encrypted:
@@ -113,18 +157,18 @@ def volume_secrets(volume: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         chap = {key: volume[key] for key in _CHAP_KEYS if volume.get(key)}
         value = volume.get("auth_password")
     return {"chap": chap, "libvirt": value or None,
-            "passphrase": (volume.get("passphrase") or None) if volume.get("encrypted") else None}
+            "passphrase": (volume.get("passphrase") or None) if boolean(volume.get("encrypted") or False, strict=False)
+            else None}
 
 
 ENCRYPTION_FORMATS = ("luks",)
+# The disk buses libvirt_disk takes.
+BUSES = ("virtio", "scsi", "sata")
 
 
 def _encrypted(volume: t.Mapping[str, t.Any], vid: str) -> bool:
     """Whether the catalogue entry is an encrypted volume, validated (its passphrase present, the format known)."""
-    encrypted = volume.get("encrypted", False)
-    if not isinstance(encrypted, bool):
-        raise AnsibleFilterError(f"connection_info: volume {vid}: encrypted must be true or false, got {encrypted!r}")
-    if not encrypted:
+    if not _flag(volume, "encrypted", f"connection_info: volume {vid}"):
         return False
     fmt = volume.get("format", "luks")
     if fmt not in ENCRYPTION_FORMATS:
@@ -152,8 +196,8 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
     if not _RBD_NAME.match(name):
         raise AnsibleFilterError(f"connection_info: volume {vid}: name must be pool/image (or pool/namespace/image), "
                                  f"got {name!r}")
-    hosts = [str(h) for h in volume.get("hosts") or []]
-    ports = [str(p) for p in volume.get("ports") or []]
+    hosts = [str(h) for h in _list(volume, "hosts", f"connection_info: volume {vid}")]
+    ports = [str(p) for p in _list(volume, "ports", f"connection_info: volume {vid}")]
     if ports and len(ports) != len(hosts):
         raise AnsibleFilterError(f"connection_info: volume {vid}: ports must have one entry per host "
                                  f"({len(hosts)} hosts, {len(ports)} ports), or be left out")
@@ -174,7 +218,7 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
         "auth_username": user,
         "secret_type": "ceph",
         "access_mode": access_mode,
-        "multiattach": bool(volume.get("multiattach", False)),
+        "multiattach": _flag(volume, "multiattach", f"connection_info: volume {vid}"),
     }
     return {"driver_volume_type": "rbd", "data": data}
 
@@ -548,7 +592,13 @@ def attach_plan(
             action = "attach"
         data = conn["data"]
         secret_usage = f"openvolume/{vid}" if data.get("auth_username") else None
-        multipath = bool(req.get("multipath", entry.get("multipath", False))) and mode == "host"
+        # The request's multipath over the catalogue's.
+        multipath = (_flag(req, "multipath", f"volume_attach: attachment {vid} on {inst}")
+                     if req.get("multipath") is not None
+                     else _flag(entry, "multipath", f"volume_attach: volume {vid}")) and mode == "host"
+        bus = req.get("bus") or entry.get("bus") or default_bus
+        if bus not in BUSES:
+            raise AnsibleFilterError(f"volume_attach: volume {vid}: bus must be one of {', '.join(BUSES)}, got {bus!r}")
         ifaces = req.get("ifaces") or entry.get("ifaces")
         if ifaces is not None and (not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces)):
             raise AnsibleFilterError(f"volume_attach: volume {vid}: ifaces must be a list of iface names")
@@ -592,7 +642,7 @@ def attach_plan(
             "multiattach": data["multiattach"],
             "readonly": data["access_mode"] == "ro",
             "target_dev": req.get("target_dev"),
-            "bus": req.get("bus") or entry.get("bus") or default_bus,
+            "bus": bus,
             # Without secrets: the plan is a fact; the secrets are read from
             # the catalogue inside the module arguments that need them.
             "connection_info": public_connection_info(conn),

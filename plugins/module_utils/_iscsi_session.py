@@ -45,6 +45,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm impor
     validate_target_name,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
+    MAX_LUN,
     DeviceError,
     Disk,
     MultipathMap,
@@ -56,7 +57,6 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
     normalize_wwid,
 )
 
-MAX_LUN = 2**32 - 1
 # Logins of one call run side by side, at most this many at a time (os-brick
 # logs in to a multipath volume's portals in parallel too): each waits on the
 # target's answer, not on this host.

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from ansible_collections.openvolume.compute.plugins.module_utils._common import wait_until
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import IscsiError
 
+# The largest LUN number the kernel's iSCSI initiator takes (its max_lun).
+MAX_LUN = 2**32 - 1
 SYSFS = "/sys"
 BY_PATH_DIR = "/dev/disk/by-path"
 POLL_INTERVAL = 0.05

@@ -17,6 +17,7 @@ import typing as t
 
 import pytest
 from safety_lab import (
+    CONFIG,
     INVENTORY,
     Run,
     Store,
@@ -127,9 +128,10 @@ def use(store: Store, *volumes: str) -> None:
     store.volumes = sorted(set(store.volumes) | set(volumes))
 
 
-def attach(store: Store, volume: str, instance: str, **kw: t.Any) -> Run:
+def attach(store: Store, volume: str, instance: str, *, extra: dict[str, t.Any] | None = None, **kw: t.Any) -> Run:
     use(store, volume)
-    return play("attach.yml", store, extra={"volume": volume, "instance": instance}, **kw)  # type: ignore[return-value]
+    return play("attach.yml", store, extra={"volume": volume, "instance": instance, **(extra or {})},  # type: ignore[return-value]
+                **kw)
 
 
 def detach(store: Store, volume: str, instance: str, **kw: t.Any) -> Run:
@@ -415,6 +417,40 @@ def test_deleted_domain_frees_its_volumes(store: Store, remedy: str) -> None:
         assert f"openvolume/{vol}" not in secrets()
     finally:
         remove_domain(gone)
+
+
+# --- a catalogue written with strings -------------------------------------------------------------------
+def test_a_catalogue_of_strings_is_read_as_ansible_reads_it(store: Store) -> None:
+    """A catalogue as an ini lookup, ``-e`` or a survey writes it: ``"false"`` is no, never a second writer."""
+    vol = VOLS[1]
+    entry = {"target_iqn": f"{CONFIG['lab_tgt_iqn_prefix']}:{vol}", "target_portals": [CONFIG["lab_tgt_portal"]],
+             "target_lun": "1", "multiattach": "false", "auth_username": CONFIG["lab_tgt_chap_user"],
+             "auth_password": CONFIG["lab_tgt_chap_password"], "attach_mode": "qemu", "bus": "scsi"}
+
+    def with_entry(**change: t.Any) -> dict[str, t.Any]:
+        return {"openvolume_volumes": {vol: {k: v for k, v in dict(entry, **change).items() if v is not None}}}
+
+    ok(attach(store, vol, DOM1, extra=with_entry()))
+    assert_attached(store, vol, DOM1)
+    # A second domain is refused: the record says single-writer, and nothing reaches DOM2.
+    run = attach(store, vol, DOM2, extra=with_entry())
+    assert run.rc != 0 and "it is not multiattach" in run.out, run.out[-3000:]
+    assert list(store.attachments(vol)) == [DOM1]
+    assert has_disk(DOM2, vol) == {"live": False, "config": False}
+    ok(detach(store, vol, DOM1))
+    assert_nothing_left(store, vol, DOM1, DOM2)
+    # Values that are no boolean or LUN number, or a LUN left out, fail in the
+    # plan naming the key: nothing reserved, no secret, no disk.
+    for change, message in (({"multiattach": "maybe"}, f"volume {vol}: multiattach must be true or false"),
+                            ({"target_lun": None}, f"volume {vol}: target_lun is needed"),
+                            ({"target_lun": "1.5"}, f"volume {vol}: target_lun must be a LUN number"),
+                            ({"target_portals": CONFIG["lab_tgt_portal"]},
+                             f"volume {vol}: target_portals must be a list")):
+        run = attach(store, vol, DOM1, extra=with_entry(**change))
+        assert run.rc != 0 and message in run.out, (change, run.out[-3000:])
+        assert store.attachments(vol) == {}
+        assert has_disk(DOM1, vol) == {"live": False, "config": False}
+        assert f"openvolume/{vol}" not in secrets()
 
 
 # --- drift -----------------------------------------------------------------------------------------------

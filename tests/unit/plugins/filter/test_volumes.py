@@ -35,7 +35,7 @@ def test_connection_info_is_cinder_shaped() -> None:
 
 
 def test_no_chap() -> None:
-    conn = connection_info({"target_iqn": ENTRY["target_iqn"], "target_portal": "[::1]"}, "v")
+    conn = connection_info({"target_iqn": ENTRY["target_iqn"], "target_portal": "[::1]", "target_lun": 0}, "v")
     assert conn["data"]["auth_method"] is None
     assert conn["data"]["target_portal"] == "[::1]:3260"
     assert chap_auth(conn) is None
@@ -47,7 +47,26 @@ def test_no_chap() -> None:
         ({"target_iqn": "bad", "target_portal": "127.0.0.1"}, "volume v: target_iqn: 'bad' is not an iSCSI name"),
         ({"target_iqn": ENTRY["target_iqn"]}, "volume v: target_portals: at least one portal"),
         ({"target_iqn": ENTRY["target_iqn"], "target_portals": ["::1"]}, "volume v: target_portals[0]: '::1'"),
-        ({"target_iqn": ENTRY["target_iqn"], "target_portal": "h", "access_mode": "rx"}, "access_mode must be"),
+        ({"target_iqn": ENTRY["target_iqn"], "target_portal": "h", "target_lun": 1, "access_mode": "rx"},
+         "access_mode must be"),
+        # Which LUN is the volume's is never guessed, nor a LUN number taken from something else.
+        ({"target_iqn": ENTRY["target_iqn"], "target_portal": "h"}, "volume v: target_lun is needed"),
+        ({**ENTRY, "target_lun": None}, "volume v: target_lun is needed"),
+        ({**ENTRY, "target_lun": "abc"}, "volume v: target_lun must be a LUN number from 0 to 4294967295, got 'abc'"),
+        ({**ENTRY, "target_lun": -1}, "target_lun must be a LUN number from 0 to 4294967295, got -1"),
+        ({**ENTRY, "target_lun": 1.5}, "target_lun must be a LUN number"),
+        ({**ENTRY, "target_lun": True}, "target_lun must be a LUN number"),
+        ({**ENTRY, "target_lun": 2**32}, "target_lun must be a LUN number"),
+        # A string is one portal written without its list, not a list of characters.
+        ({**ENTRY, "target_portals": "127.0.0.1:3260"},
+         "volume v: target_portals must be a list, got '127.0.0.1:3260'; write one item as ['127.0.0.1:3260']"),
+        ({**ENTRY, "target_portals": {"127.0.0.1": 3260}}, "volume v: target_portals must be a list"),
+        ({**ENTRY, "multiattach": "maybe"}, "volume v: multiattach must be true or false, got 'maybe'"),
+        ({**ENTRY, "multiattach": 2}, "volume v: multiattach must be true or false, got 2"),
+        ({"driver_volume_type": "rbd", "name": "volumes/v", "hosts": "10.0.0.1"},
+         "volume v: hosts must be a list, got '10.0.0.1'"),
+        ({"driver_volume_type": "rbd", "name": "volumes/v", "multiattach": "sometimes"},
+         "volume v: multiattach must be true or false"),
         ({"target_iqn": ENTRY["target_iqn"], "target_portal": "h", "auth_username": "u"},
          "volume v: auth_password (the CHAP password of u) is needed with auth_username"),
         ({**ENTRY, "auth_username_in": "t"},
@@ -60,6 +79,25 @@ def test_errors_name_the_volume_and_field(entry: dict, message: str) -> None:
     with pytest.raises(AnsibleFilterError) as err:
         connection_info(entry, "v")
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, True), (False, False), ("no", False), ("false", False), ("False", False), ("0", False), ("off", False),
+     (0, False), ("yes", True), ("true", True), ("1", True), (1, True), (None, False)],
+)
+def test_flags_read_as_ansible_reads_booleans(value: object, expected: bool) -> None:
+    # "no" from an ini lookup, -e or a survey is no: a non-empty string
+    # taken for true would let a second writer on a single-writer volume.
+    for entry in ({**ENTRY, "multiattach": value},
+                  {"driver_volume_type": "rbd", "name": "volumes/v", "multiattach": value}):
+        assert connection_info(entry, "v")["data"]["multiattach"] is expected
+
+
+def test_lun_numbers_as_the_catalogue_may_write_them() -> None:
+    assert connection_info({**ENTRY, "target_lun": 0}, "v")["data"]["target_lun"] == 0
+    assert connection_info({**ENTRY, "target_lun": "256"}, "v")["data"]["target_luns"] == [256, 256]
+    assert connection_info({**ENTRY, "target_lun": 2**32 - 1}, "v")["data"]["target_lun"] == 2**32 - 1
 
 
 # --- the plans of the attach and detach roles -------------------------------------------
@@ -76,7 +114,7 @@ from ansible_collections.openvolume.compute.plugins.filter.volumes import (  # n
 CATALOGUE = {
     "vol-01": dict(ENTRY, attach_mode="qemu", bus="scsi"),
     "vol-02": {"target_iqn": "iqn.2026-11.org.openvolume.lab:vol-02", "target_portals": ["127.0.0.1", "127.0.0.1:3261"],
-               "multipath": True, "multiattach": True},
+               "target_lun": 1, "multipath": True, "multiattach": True},
 }
 
 
@@ -111,11 +149,26 @@ def test_attach_plan_skips_what_is_in_use_and_refuses_another_host() -> None:
         ([], {"one_volume": "vol-01"}, "give both volume and instance"),
         ([{"volume": "vol-01", "instance": "d1"}] * 2, {}, "requested twice"),
         ([{"volume": "vol-01", "instance": "d1", "mode": "nbd"}], {}, "attach_mode must be host or qemu"),
+        ([{"volume": "vol-01", "instance": "d1", "bus": "ide"}], {},
+         "volume vol-01: bus must be one of virtio, scsi, sata, got 'ide'"),
+        ([{"volume": "vol-02", "instance": "d1", "multipath": "sure"}], {},
+         "attachment vol-02 on d1: multipath must be true or false, got 'sure'"),
     ],
 )
 def test_attach_plan_errors(requests: list, kwargs: dict, message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         attach_plan(requests, CATALOGUE, [], "h1", **kwargs)
+
+
+def test_attach_plan_reads_multipath_as_a_boolean() -> None:
+    # The request's over the catalogue's; "false" is false.
+    requests = [{"volume": "vol-02", "instance": "d1", "multipath": "false"}]
+    assert attach_plan(requests, CATALOGUE, [], "h1")[0]["multipath"] is False
+    catalogue = dict(CATALOGUE, **{"vol-02": dict(CATALOGUE["vol-02"], multipath="no")})
+    item = attach_plan([{"volume": "vol-02", "instance": "d1"}], catalogue, [], "h1")[0]
+    assert item["multipath"] is False and item["portals"] == ["127.0.0.1:3260"]
+    item = attach_plan([{"volume": "vol-02", "instance": "d1", "multipath": "yes"}], catalogue, [], "h1")[0]
+    assert item["multipath"] is True and item["portals"] == ["127.0.0.1:3260", "127.0.0.1:3261"]
 
 
 def test_attach_plan_actions_from_the_host_truth() -> None:
@@ -305,7 +358,7 @@ ENCRYPTED = {
         ({"passphrase": None}, "volume v: passphrase (the LUKS passphrase, from a vault like the CHAP secrets) is "
                                "needed with encrypted: true"),
         ({"format": "luks2"}, "volume v: format must be luks (the only encryption format), got 'luks2'"),
-        ({"encrypted": "yes"}, "volume v: encrypted must be true or false"),
+        ({"encrypted": "maybe"}, "volume v: encrypted must be true or false, got 'maybe'"),
     ],
 )
 def test_encrypted_entries_are_validated(change: dict, message: str) -> None:
