@@ -17,7 +17,11 @@ from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm impor
     Portal,
     validate_target_name,
 )
-from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import MAX_LUN
+from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
+    MAX_LUN,
+    DeviceError,
+    normalize_wwid,
+)
 
 
 def _flag(where: t.Mapping[str, t.Any], key: str, what: str, default: bool = False) -> bool:
@@ -61,6 +65,47 @@ def _lun(volume: t.Mapping[str, t.Any], what: str) -> int:
     return int(text)
 
 
+def catalogue_entry(volume: t.Any, what: str = "volume") -> t.Any:
+    """A catalogue entry as the filters read it: Cinder's shape flattened.
+
+    An entry may be what Cinder's ``initialize_connection`` returns,
+    ``{driver_volume_type, data: {...}}``, with the collection's own keys
+    (``auth_key``, ``attach_mode``, ``multipath``, ``wwn``, ...) beside
+    ``data``; its ``data`` keys are then read as if they were the entry's.
+    A key on both levels with two values is an error: neither is guessed.
+    """
+    if not isinstance(volume, t.Mapping) or not isinstance(volume.get("data"), t.Mapping):
+        return volume
+    flat = dict(volume["data"])
+    for key, value in volume.items():
+        if key == "data":
+            continue
+        if key in flat and flat[key] != value:
+            raise AnsibleFilterError(f"{what}: {key} is {value!r} beside data and {flat[key]!r} in data; keep one")
+        flat[key] = value
+    return flat
+
+
+def _kind(volume: t.Mapping[str, t.Any]) -> str:
+    """``driver_volume_type``, in any case (os-brick reads ``iSCSI`` and ``RBD`` too); iscsi when absent."""
+    return str(volume.get("driver_volume_type") or "iscsi").lower()
+
+
+def _one_per_portal(volume: t.Mapping[str, t.Any], key: str, value: t.Any, portals: int, what: str) -> None:
+    """Cinder's per-portal list (``target_iqns``, ``target_luns``), which must say what the single key says."""
+    values = _list(volume, key, what)
+    if not values:
+        return
+    if len(values) != portals:
+        raise AnsibleFilterError(f"{what}: {key} has {len(values)} entries for {portals} portals; give one per portal")
+    # iSCSI names compare without case (RFC 3722), LUNs as numbers written either way.
+    if any(str(v).strip().lower() != str(value).lower() for v in values):
+        raise AnsibleFilterError(
+            f"{what}: {key} {values!r} name another target or LUN behind some portals than {value!r}; a volume "
+            "here is one LUN of one target at all its portals: list only the portals of that target"
+        )
+
+
 def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None) -> dict[str, t.Any]:
     """The ``connection_info`` of a volume, shaped as Cinder's ``initialize_connection`` returns it.
 
@@ -82,10 +127,11 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         raise AnsibleFilterError(
             f"connection_info: expected a volume catalogue entry (a dict), got {type(volume).__name__}"
         )
-    vid = volume_id or volume.get("id")
+    volume = catalogue_entry(volume, f"connection_info: volume {volume_id or volume.get('id') or ''}".rstrip())
+    vid = volume_id or volume.get("id") or volume.get("volume_id")
     if not vid:
         raise AnsibleFilterError("connection_info: the volume has no id; give it `id` or pass the id as argument")
-    kind = volume.get("driver_volume_type", "iscsi")
+    kind = _kind(volume)
     encrypted = _encrypted(volume, str(vid))
     if kind == "rbd":
         conn = _rbd_connection_info(volume, str(vid))
@@ -115,7 +161,9 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         raise AnsibleFilterError(f"connection_info: volume {vid}: auth_username_in (mutual CHAP) needs "
                                  "auth_username and auth_password (the target's CHAP) too")
     lun = _lun(volume, f"connection_info: volume {vid}")
-    access_mode = volume.get("access_mode", "rw")
+    _one_per_portal(volume, "target_iqns", iqn, len(portals), f"connection_info: volume {vid}")
+    _one_per_portal(volume, "target_luns", lun, len(portals), f"connection_info: volume {vid}")
+    access_mode = str(volume.get("access_mode") or "rw").lower()
     if access_mode not in ("rw", "ro"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: access_mode must be rw or ro, got {access_mode}")
     data: dict[str, t.Any] = {
@@ -150,7 +198,8 @@ def volume_secrets(volume: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     ``passphrase``: the LUKS passphrase of an encrypted volume. Absent ones
     are None.
     """
-    if volume.get("driver_volume_type", "iscsi") == "rbd":
+    volume = catalogue_entry(volume)
+    if _kind(volume) == "rbd":
         chap: dict[str, t.Any] = {}
         value = volume.get("auth_key")
     else:
@@ -201,7 +250,7 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
     if ports and len(ports) != len(hosts):
         raise AnsibleFilterError(f"connection_info: volume {vid}: ports must have one entry per host "
                                  f"({len(hosts)} hosts, {len(ports)} ports), or be left out")
-    access_mode = volume.get("access_mode", "rw")
+    access_mode = str(volume.get("access_mode") or "rw").lower()
     if access_mode not in ("rw", "ro"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: access_mode must be rw or ro, got {access_mode}")
     user = volume.get("auth_username")
@@ -254,7 +303,7 @@ def node_records(
                 records.append(entry)
             continue
         vid = item["volume_id"]
-        volume = catalogue[vid]
+        volume = catalogue_entry(catalogue[vid])
         auth = chap_auth(volume_secrets(volume)["chap"])
         tag = f",{item['portal_group']}" if item.get("portal_group") else ""
         for portal in item["portals"]:
@@ -522,6 +571,25 @@ def _requests(requests: t.Any, volume: str | None, instance: str | None, role: s
     return out
 
 
+def _host_mode_keys(vid: str, wwn: t.Any, portal_group: t.Any) -> tuple[str | None, int | None]:
+    """The catalogue's ``wwn`` and ``portal_group`` checked before anything is reserved (host mode)."""
+    if wwn is not None:
+        # YAML reads a WWN of digits alone as a number: its digits are the WWN.
+        try:
+            normalize_wwid(str(wwn), param=f"volume_attach: volume {vid}: wwn")
+        except DeviceError as exc:
+            raise AnsibleFilterError(exc.msg) from None
+        wwn = str(wwn)
+    if portal_group is not None:
+        text = str(portal_group).strip() if isinstance(portal_group, (int, str)) and not isinstance(
+            portal_group, bool) else ""
+        if not text.isdigit() or int(text) > 65535:
+            raise AnsibleFilterError(f"volume_attach: volume {vid}: portal_group must be the target portal group tag, "
+                                     f"a number from 0 to 65535, got {portal_group!r}")
+        portal_group = int(text)
+    return wwn, portal_group
+
+
 def attach_plan(
     requests: t.Any,
     catalogue: t.Mapping[str, t.Any],
@@ -563,6 +631,7 @@ def attach_plan(
             raise AnsibleFilterError(
                 f"volume_attach: volume {vid} is not in the volume catalogue (openvolume_volumes); add it there"
             )
+        entry = catalogue_entry(entry, f"volume_attach: volume {vid}")
         conn = connection_info(entry, vid)
         if conn["driver_volume_type"] == "rbd":
             # QEMU opens the image itself through librbd: no host session.
@@ -609,6 +678,10 @@ def attach_plan(
                 f"volume_attach: volume {vid}: ifaces: {len(ifaces)} ifaces make {len(ifaces)} paths to the LUN; "
                 "set multipath: true for it"
             )
+        wwn = entry.get("wwn")
+        portal_group = entry.get("portal_group", 1) if ifaces and len(ifaces) > 1 else entry.get("portal_group")
+        if mode == "host":
+            wwn, portal_group = _host_mode_keys(vid, wwn, portal_group)
         qemu_source: dict[str, t.Any] | None = None
         if mode == "rbd":
             qemu_source = {
@@ -652,9 +725,9 @@ def attach_plan(
             # Host mode: the volume's WWN to insist on (catalogue ``wwn``),
             # the open-iscsi ifaces to log in through and, with several, the
             # portal group tag their node records need.
-            "wwn": entry.get("wwn"),
+            "wwn": wwn,
             "ifaces": ifaces or None,
-            "portal_group": entry.get("portal_group", 1) if ifaces and len(ifaces) > 1 else entry.get("portal_group"),
+            "portal_group": portal_group,
             "record_state": record_state,
             "lapsed": bool(att and att.get("lapsed")),
             "reserve_state": "detaching" if record_state in ("detaching", "error_detaching") else "attaching",
@@ -904,7 +977,8 @@ def reconcile_plan(
                  "host_has": "unreachable", "action": "none: the host could not be read, left as it is"}
                 for u in _host_usage.recorded(records, host) if scope is None or u.volume_id in scope]
         return {"rows": rows, "attach": [], "detach": [], "secrets": [], "luns": [], "nodes": []}
-    targets = [str(v["target_iqn"]) for k, v in catalogue.items()
+    entries = {k: catalogue_entry(v) for k, v in catalogue.items()}
+    targets = [str(v["target_iqn"]) for k, v in entries.items()
                if isinstance(v, t.Mapping) and v.get("target_iqn") and (scope is None or k in scope)]
     return _host_usage.reconcile(records, host, truth, our_targets=targets, known_volumes=list(catalogue),
                                  volumes=scope)

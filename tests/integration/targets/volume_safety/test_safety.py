@@ -439,13 +439,32 @@ def test_a_catalogue_of_strings_is_read_as_ansible_reads_it(store: Store) -> Non
     assert has_disk(DOM2, vol) == {"live": False, "config": False}
     ok(detach(store, vol, DOM1))
     assert_nothing_left(store, vol, DOM1, DOM2)
+    # The entry as Cinder's initialize_connection returns it (protocol and
+    # access mode in capitals, keys the collection does not use), with the
+    # collection's own keys beside data: attached the same way.
+    cinder = {"driver_volume_type": "iSCSI", "attach_mode": "qemu", "bus": "scsi", "data": {
+        "target_discovered": False, "target_iqn": entry["target_iqn"], "target_portal": CONFIG["lab_tgt_portal"],
+        "target_portals": entry["target_portals"], "target_iqns": [entry["target_iqn"]], "target_lun": 1,
+        "target_luns": [1], "volume_id": vol, "auth_method": "CHAP", "auth_username": entry["auth_username"],
+        "auth_password": entry["auth_password"], "encrypted": False, "qos_specs": None, "access_mode": "RW",
+        "discard": True, "cacheable": False}}
+    ok(attach(store, vol, DOM1, extra={"openvolume_volumes": {vol: cinder}}))
+    assert_attached(store, vol, DOM1)
+    assert store.attachment(vol, DOM1).connection_info["data"]["target_iqn"] == entry["target_iqn"]
+    ok(detach(store, vol, DOM1))
+    assert_nothing_left(store, vol, DOM1)
     # Values that are no boolean or LUN number, or a LUN left out, fail in the
     # plan naming the key: nothing reserved, no secret, no disk.
     for change, message in (({"multiattach": "maybe"}, f"volume {vol}: multiattach must be true or false"),
                             ({"target_lun": None}, f"volume {vol}: target_lun is needed"),
                             ({"target_lun": "1.5"}, f"volume {vol}: target_lun must be a LUN number"),
                             ({"target_portals": CONFIG["lab_tgt_portal"]},
-                             f"volume {vol}: target_portals must be a list")):
+                             f"volume {vol}: target_portals must be a list"),
+                            ({"bus": "ide"}, f"volume {vol}: bus must be one of virtio, scsi, sata"),
+                            ({"attach_mode": "host", "wwn": "0xdeadbeef"}, f"volume {vol}: wwn: '0xdeadbeef'"),
+                            ({"target_iqns": [entry["target_iqn"], f"{CONFIG['lab_tgt_iqn_prefix']}:vol-01"],
+                              "target_portals": [CONFIG["lab_tgt_portal"], CONFIG["lab_tgt_portal2"]]},
+                             f"volume {vol}: target_iqns")):
         run = attach(store, vol, DOM1, extra=with_entry(**change))
         assert run.rc != 0 and message in run.out, (change, run.out[-3000:])
         assert store.attachments(vol) == {}

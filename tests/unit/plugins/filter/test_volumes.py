@@ -160,6 +160,29 @@ def test_attach_plan_errors(requests: list, kwargs: dict, message: str) -> None:
         attach_plan(requests, CATALOGUE, [], "h1", **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"wwn": "not-a-wwn"}, "volume vol-02: wwn: 'not-a-wwn' is not a WWN"),
+        ({"portal_group": "one"}, "volume vol-02: portal_group must be the target portal group tag, a number from 0 "
+                                  "to 65535, got 'one'"),
+        ({"portal_group": 70000}, "portal_group must be the target portal group tag"),
+    ],
+)
+def test_attach_plan_checks_host_mode_keys_before_anything_is_reserved(change: dict, message: str) -> None:
+    catalogue = {"vol-02": dict(CATALOGUE["vol-02"], **change)}
+    with pytest.raises(AnsibleFilterError) as err:
+        attach_plan([{"volume": "vol-02", "instance": "d1"}], catalogue, [], "h1")
+    assert message in str(err.value)
+
+
+def test_attach_plan_host_mode_keys_as_yaml_may_read_them() -> None:
+    # A WWN of digits alone is a YAML number; a portal group tag a string of digits.
+    catalogue = {"vol-02": dict(CATALOGUE["vol-02"], wwn=36001405123456789012345678901234, portal_group="2")}
+    item = attach_plan([{"volume": "vol-02", "instance": "d1"}], catalogue, [], "h1")[0]
+    assert item["wwn"] == "36001405123456789012345678901234" and item["portal_group"] == 2
+
+
 def test_attach_plan_reads_multipath_as_a_boolean() -> None:
     # The request's over the catalogue's; "false" is false.
     requests = [{"volume": "vol-02", "instance": "d1", "multipath": "false"}]
@@ -497,3 +520,72 @@ def test_attach_undo_disconnects_every_volume_of_a_target_this_run_logged_in_to(
         ("vol-02", 1, "w2"), ("vol-03", 2, "w3")]
     # A failed call logged out of what it logged in to: nothing to undo.
     assert attach_undo(plan, [], "h1", {"sessions": {"failed": True, "msg": "x"}})["sessions"] == []
+
+
+# --- catalogue entries as Cinder's initialize_connection returns them ---------------------
+from ansible_collections.openvolume.compute.plugins.filter.volumes import volume_secrets  # noqa: E402
+
+
+def _cinder_iscsi() -> dict:
+    """An LVM/tgt volume's connection_info as Cinder returns it (the keys a real one has), our keys beside data."""
+    return {
+        "driver_volume_type": "iscsi",
+        "data": {
+            "target_discovered": False, "target_iqn": ENTRY["target_iqn"], "target_portal": "127.0.0.1:3260",
+            "target_portals": ["127.0.0.1:3260", "127.0.0.1:3261"], "target_iqns": [ENTRY["target_iqn"]] * 2,
+            "target_lun": 1, "target_luns": [1, 1], "volume_id": "vol-01", "auth_method": "CHAP",
+            "auth_username": "u", "auth_password": "p", "encrypted": False, "qos_specs": None, "access_mode": "rw",
+            "discard": True, "cacheable": False,
+        },
+        "attach_mode": "qemu", "bus": "scsi",
+    }
+
+
+def test_a_cinder_shaped_entry_reads_as_the_flat_one() -> None:
+    nested = connection_info(_cinder_iscsi(), "vol-01")
+    assert nested == connection_info(ENTRY, "vol-01")
+    assert volume_secrets(_cinder_iscsi())["chap"] == {"auth_username": "u", "auth_password": "p"}
+    flat_plan = attach_plan([{"volume": "vol-01", "instance": "d1"}], CATALOGUE, [], "h1")
+    cinder_plan = attach_plan([{"volume": "vol-01", "instance": "d1"}], {"vol-01": _cinder_iscsi()}, [], "h1")
+    assert cinder_plan == flat_plan
+    # os-brick reads the protocol in any case; the access mode too.
+    shouting = _cinder_iscsi()
+    shouting["driver_volume_type"] = "iSCSI"
+    shouting["data"]["access_mode"] = "RW"
+    assert connection_info(shouting, "vol-01") == nested
+    rbd = {"driver_volume_type": "RBD", "auth_key": "K",
+           "data": {"name": "volumes/volume-1", "hosts": ["10.0.0.1", "10.0.0.2"], "ports": ["6789", "6789"],
+                    "cluster_name": "ceph", "auth_enabled": True, "auth_username": "cinder", "secret_type": "ceph",
+                    "secret_uuid": "457eb676-33da-42ec-9a8c-9293d545c337", "volume_id": "volume-1",
+                    "discard": True, "keyring": None, "access_mode": "rw", "encrypted": False}}
+    conn = connection_info(rbd, "volume-1")
+    assert conn["driver_volume_type"] == "rbd" and conn["data"]["auth_username"] == "cinder"
+    assert "K" not in str(conn) and volume_secrets(rbd)["libvirt"] == "K"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"attach_mode": "qemu", "access_mode": "ro"}, "volume v: access_mode is 'ro' beside data and 'rw' in data"),
+        ({"data": {"target_iqns": [ENTRY["target_iqn"], "iqn.2026-11.org.openvolume.lab:other"]}},
+         "volume v: target_iqns ['iqn.2026-11.org.openvolume.lab:vol-01', 'iqn.2026-11.org.openvolume.lab:other'] "
+         "name another target or LUN behind some portals"),
+        ({"data": {"target_luns": [1, 2]}}, "volume v: target_luns [1, 2] name another target or LUN"),
+        ({"data": {"target_luns": [1]}}, "volume v: target_luns has 1 entries for 2 portals"),
+        ({"data": {"driver_volume_type": "fibre_channel"}},
+         "driver_volume_type is 'iscsi' beside data and 'fibre_channel' in data"),
+    ],
+)
+def test_a_cinder_shaped_entry_is_refused_where_it_is_ambiguous(change: dict, message: str) -> None:
+    entry = _cinder_iscsi()
+    entry["data"].update(change.pop("data", {}))
+    entry.update(change)
+    with pytest.raises(AnsibleFilterError) as err:
+        connection_info(entry, "v")
+    assert message in str(err.value)
+
+
+def test_iqns_compare_without_case() -> None:
+    entry = _cinder_iscsi()
+    entry["data"]["target_iqns"] = [ENTRY["target_iqn"].upper().replace("IQN.", "iqn."), ENTRY["target_iqn"]]
+    assert connection_info(entry, "v")["data"]["target_iqn"] == ENTRY["target_iqn"]
