@@ -65,6 +65,19 @@ def _lun(volume: t.Mapping[str, t.Any], what: str) -> int:
     return int(text)
 
 
+def catalogue_volume(catalogue: t.Mapping[t.Any, t.Any] | None, vid: str, required: bool = True) -> t.Any:
+    """The catalogue's entry of volume ``vid``; a key YAML read as a number (``1234:``) is found by its digits."""
+    catalogue = catalogue or {}
+    if vid in catalogue:
+        return catalogue[vid]
+    for key, value in catalogue.items():
+        if str(key) == vid:
+            return value
+    if required:
+        raise AnsibleFilterError(f"volume {vid} is not in the volume catalogue (openvolume_volumes); add it there")
+    return None
+
+
 def catalogue_entry(volume: t.Any, what: str = "volume") -> t.Any:
     """A catalogue entry as the filters read it: Cinder's shape flattened.
 
@@ -303,7 +316,7 @@ def node_records(
                 records.append(entry)
             continue
         vid = item["volume_id"]
-        volume = catalogue_entry(catalogue[vid])
+        volume = catalogue_entry(catalogue_volume(catalogue, vid))
         auth = chap_auth(volume_secrets(volume)["chap"])
         tag = f",{item['portal_group']}" if item.get("portal_group") else ""
         for portal in item["portals"]:
@@ -339,7 +352,7 @@ def stored_connection_info(
     # The plan item's public connection_info, with the CHAP keys put back:
     # the catalogue is not read again for the rest.
     public = item["connection_info"]
-    chap = volume_secrets(catalogue[item["volume_id"]])["chap"]
+    chap = volume_secrets(catalogue_volume(catalogue, item["volume_id"]))["chap"]
     conn = dict(public, data=dict(public["data"], **chap))
     conn["openvolume"] = {
         "attach_mode": item["mode"],
@@ -522,7 +535,7 @@ def secret_entries(plan: t.Sequence[t.Mapping[str, t.Any]], catalogue: t.Mapping
     of each volume, and the LUKS passphrase (usage type volume) of each encrypted one."""
     entries = []
     for item in plan:
-        secrets = volume_secrets(catalogue[item["volume_id"]])
+        secrets = volume_secrets(catalogue_volume(catalogue, item["volume_id"]))
         if item.get("secret_usage"):
             entries.append({"usage_type": item.get("secret_type", "iscsi"), "usage": item["secret_usage"],
                             "value": secrets["libvirt"]})
@@ -626,7 +639,7 @@ def attach_plan(
         if (vid, inst) in seen:
             raise AnsibleFilterError(f"volume_attach: {vid} is requested twice for {inst}")
         seen.add((vid, inst))
-        entry = (catalogue or {}).get(vid)
+        entry = catalogue_volume(catalogue, vid, required=False)
         if entry is None:
             raise AnsibleFilterError(
                 f"volume_attach: volume {vid} is not in the volume catalogue (openvolume_volumes); add it there"
@@ -977,10 +990,10 @@ def reconcile_plan(
                  "host_has": "unreachable", "action": "none: the host could not be read, left as it is"}
                 for u in _host_usage.recorded(records, host) if scope is None or u.volume_id in scope]
         return {"rows": rows, "attach": [], "detach": [], "secrets": [], "luns": [], "nodes": []}
-    entries = {k: catalogue_entry(v) for k, v in catalogue.items()}
+    entries = {str(k): catalogue_entry(v) for k, v in catalogue.items()}
     targets = [str(v["target_iqn"]) for k, v in entries.items()
                if isinstance(v, t.Mapping) and v.get("target_iqn") and (scope is None or k in scope)]
-    return _host_usage.reconcile(records, host, truth, our_targets=targets, known_volumes=list(catalogue),
+    return _host_usage.reconcile(records, host, truth, our_targets=targets, known_volumes=[str(k) for k in catalogue],
                                  volumes=scope)
 
 

@@ -39,7 +39,7 @@ def test_credential_type_is_consistent(name: str) -> None:
     assert set(cred["inputs"].get("required", [])) <= set(fields)
     # Every secret-looking field is marked secret (AWX encrypts and hides those).
     for fid, field in fields.items():
-        if fid in ("password", "key"):
+        if fid in ("password", "key", "passphrases"):
             assert field.get("secret") is True, fid
     templates = json.dumps(cred["injectors"])
     used = set(re.findall(r"\{\{\s*(?:tower\.filename\.)?([a-z_]+)", templates)) - {"tower"}
@@ -56,7 +56,7 @@ def test_the_etcd_credential_sets_every_store_variable() -> None:
 
 def test_credential_extra_vars_are_documented() -> None:
     readme = _read("README.md")
-    for name in ("openvolume_chap.yml", "openvolume_cephx.yml"):
+    for name in ("openvolume_chap.yml", "openvolume_cephx.yml", "openvolume_luks.yml"):
         for var in _load(os.path.join(CREDENTIAL_TYPES, name))["injectors"]["extra_vars"]:
             assert var in readme, var
 

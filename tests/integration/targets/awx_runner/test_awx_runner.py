@@ -2,7 +2,7 @@
 
 AWX starts a job as ansible-runner does here: a private data directory with
 the inventory, the survey's answers as extra vars, the credentials' injectors
-as extra vars (CHAP, cephx) and environment variables (the etcd store,
+as extra vars (CHAP, cephx, LUKS passphrases) and environment variables (the etcd store,
 meta/awx/credential_types), and the results read back as events. The store is
 the lab's etcd with authentication, reached through the OV_ETCD_* variables
 alone (no store option in any variable of the job). No secret may show in the
@@ -51,7 +51,9 @@ CHAP_USER = CONFIG["lab_tgt_chap_user"]
 CHAP_PASSWORD = CONFIG["lab_tgt_chap_password"]
 ETCD_PASSWORD = CONFIG["lab_etcd_auth_password"]
 PREFIX = f"{CONFIG['lab_etcd_auth_prefix']}awx-runner-{uuid.uuid4().hex[:8]}/"
-SECRETS = [CHAP_PASSWORD, ETCD_PASSWORD]
+# VOL_B is encrypted; its passphrase comes from the LUKS credential (openvolume_luks.yml).
+LUKS_PASSPHRASE = f"awx luks {uuid.uuid4().hex[:12]}"
+SECRETS = [CHAP_PASSWORD, ETCD_PASSWORD, LUKS_PASSPHRASE]
 
 
 def tgtadm(*args: str, check: bool = True) -> str:
@@ -136,7 +138,10 @@ def _inventory(attachments: list[dict[str, str]] | None = None) -> dict[str, t.A
     if attachments:
         host["openvolume_attachments"] = attachments
     return {"all": {
-        "vars": {"openvolume_volumes": {VOL_A: dict(volume, target_lun=1), VOL_B: dict(volume, target_lun=2)}},
+        "vars": {"openvolume_volumes": {
+            VOL_A: dict(volume, target_lun=1),
+            VOL_B: dict(volume, target_lun=2, encrypted=True,
+                        passphrase=f"{{{{ (openvolume_luks_passphrases | from_yaml)['{VOL_B}'] }}}}")}},
         "children": {"compute": {"hosts": {HOST: host}}},
     }}
 
@@ -157,13 +162,15 @@ class Job(t.NamedTuple):
 
 def job(playbook: str, survey: dict[str, t.Any], *, attachments: list[dict[str, str]] | None = None,
         tmp: str) -> Job:
-    """Run a playbook of the collection as an AWX job template with a survey and the three credentials would."""
+    """Run a playbook of the collection as an AWX job template with a survey and the four credentials would."""
     private = tempfile.mkdtemp(prefix="awx-job-", dir=tmp)
     os.makedirs(os.path.join(private, "inventory"))
     with open(os.path.join(private, "inventory", "hosts.yml"), "w") as f:
         yaml.safe_dump(_inventory(attachments), f)
     # The CHAP credential's injector (meta/awx/credential_types/openvolume_chap.yml).
-    credential_vars = {"openvolume_chap_username": CHAP_USER, "openvolume_chap_password": CHAP_PASSWORD}
+    credential_vars = {"openvolume_chap_username": CHAP_USER, "openvolume_chap_password": CHAP_PASSWORD,
+                       # The LUKS credential's (openvolume_luks.yml): its text field, JSON here.
+                       "openvolume_luks_passphrases": json.dumps({VOL_B: LUKS_PASSPHRASE})}
     # The etcd credential's injector (openvolume_etcd.yml), an empty CA as AWX renders it.
     credential_env = {
         "OV_RESERVATION_BACKEND": "etcd",
@@ -193,7 +200,8 @@ def assert_no_secret(job_: Job) -> None:
     """No secret in the output, the events or the artifacts AWX would store and show."""
     # The job did get them (as AWX hands them over): the check below is not vacuous.
     with open(os.path.join(job_.private, "env", "extravars")) as f:
-        assert CHAP_PASSWORD in f.read()
+        extravars = f.read()
+        assert CHAP_PASSWORD in extravars and LUKS_PASSPHRASE in extravars
     with open(os.path.join(job_.private, "env", "envvars")) as f:
         assert ETCD_PASSWORD in f.read()
     texts = {"stdout": job_.stdout, "events": json.dumps(job_.events)}
@@ -258,6 +266,11 @@ def test_two_disks_detached_together(tmp_path: t.Any) -> None:
     attach = job("attach.yml", survey, attachments=both, tmp=str(tmp_path))
     assert attach.status == "successful", _failure(attach)
     assert {VOL_A, VOL_B} <= serials(live=True)
+    # VOL_B got its LUKS header with the credential's passphrase (the first attach formats a blank volume).
+    with open(lun_file(2), "rb") as f:
+        assert f.read(6) == b"LUKS\xba\xbe"
+    with open(lun_file(1), "rb") as f:
+        assert f.read(6) != b"LUKS\xba\xbe"
     detach = job("detach.yml", survey, attachments=both, tmp=str(tmp_path))
     assert detach.status == "successful", _failure(detach)
     unplugged = detach.ok("Detach the disks, wait for the guests to release them, remove the secrets nothing uses")

@@ -589,3 +589,12 @@ def test_iqns_compare_without_case() -> None:
     entry = _cinder_iscsi()
     entry["data"]["target_iqns"] = [ENTRY["target_iqn"].upper().replace("IQN.", "iqn."), ENTRY["target_iqn"]]
     assert connection_info(entry, "v")["data"]["target_iqn"] == ENTRY["target_iqn"]
+
+
+def test_a_volume_id_yaml_read_as_a_number_is_found() -> None:
+    # `1234:` in the catalogue is a number to YAML, `volume: 1234` too; the request's id is its text.
+    catalogue = {1234: dict(ENTRY, attach_mode="qemu")}
+    item = attach_plan([{"volume": 1234, "instance": "d1"}], catalogue, [], "h1")[0]
+    assert item["volume_id"] == "1234" and item["connection_info"]["data"]["volume_id"] == "1234"
+    assert reserve_entries([item], catalogue)[1]["connection_info"]["data"]["auth_password"] == "p"
+    assert secret_entries([item], catalogue) == [{"usage_type": "iscsi", "usage": "openvolume/1234", "value": "p"}]
