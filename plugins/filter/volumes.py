@@ -24,6 +24,11 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
 )
 
 
+def _unset(value: t.Any) -> bool:
+    """None, or an empty string: an unanswered optional survey question comes as one."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _flag(where: t.Mapping[str, t.Any], key: str, what: str, default: bool = False) -> bool:
     """A yes/no key of a catalogue entry or request, read as Ansible reads booleans.
 
@@ -32,10 +37,10 @@ def _flag(where: t.Mapping[str, t.Any], key: str, what: str, default: bool = Fal
     an error naming ``what`` and the key.
     """
     value = where.get(key)
-    if value is None:
+    if _unset(value):
         return default
     try:
-        return boolean(value, strict=True)
+        return boolean(value.strip() if isinstance(value, str) else value, strict=True)
     except TypeError:
         raise AnsibleFilterError(f"{what}: {key} must be true or false, got {value!r}") from None
 
@@ -676,7 +681,7 @@ def attach_plan(
         secret_usage = f"openvolume/{vid}" if data.get("auth_username") else None
         # The request's multipath over the catalogue's.
         multipath = (_flag(req, "multipath", f"volume_attach: attachment {vid} on {inst}")
-                     if req.get("multipath") is not None
+                     if not _unset(req.get("multipath"))
                      else _flag(entry, "multipath", f"volume_attach: volume {vid}")) and mode == "host"
         bus = req.get("bus") or entry.get("bus") or default_bus
         if bus not in BUSES:

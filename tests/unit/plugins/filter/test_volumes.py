@@ -84,7 +84,8 @@ def test_errors_name_the_volume_and_field(entry: dict, message: str) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(True, True), (False, False), ("no", False), ("false", False), ("False", False), ("0", False), ("off", False),
-     (0, False), ("yes", True), ("true", True), ("1", True), (1, True), (None, False)],
+     (0, False), ("yes", True), ("true", True), ("1", True), (1, True), (None, False), ("", False), (" ", False),
+     (" yes ", True)],
 )
 def test_flags_read_as_ansible_reads_booleans(value: object, expected: bool) -> None:
     # "no" from an ini lookup, -e or a survey is no: a non-empty string
@@ -192,6 +193,11 @@ def test_attach_plan_reads_multipath_as_a_boolean() -> None:
     assert item["multipath"] is False and item["portals"] == ["127.0.0.1:3260"]
     item = attach_plan([{"volume": "vol-02", "instance": "d1", "multipath": "yes"}], catalogue, [], "h1")[0]
     assert item["multipath"] is True and item["portals"] == ["127.0.0.1:3260", "127.0.0.1:3261"]
+    # A request that leaves it empty (an unanswered survey question) takes the catalogue's.
+    item = attach_plan([{"volume": "vol-02", "instance": "d1", "multipath": ""}], CATALOGUE, [], "h1")[0]
+    assert item["multipath"] is True
+    item = attach_plan([{"volume": "vol-02", "instance": "d1", "multipath": 0}], CATALOGUE, [], "h1")[0]
+    assert item["multipath"] is False
 
 
 def test_attach_plan_actions_from_the_host_truth() -> None:
