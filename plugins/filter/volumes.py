@@ -56,6 +56,12 @@ def _list(volume: t.Mapping[str, t.Any], key: str, what: str) -> list[t.Any]:
     return value
 
 
+def _whole_number(value: t.Any, maximum: int) -> int | None:
+    """``value`` as a number from 0 to ``maximum`` (an int, or a string of digits); None when it is not one."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    return int(text) if text.isdigit() and int(text) <= maximum else None
+
+
 def _lun(volume: t.Mapping[str, t.Any], what: str) -> int:
     """The catalogue's ``target_lun``: required (which LUN is the volume's is never guessed), 0 to MAX_LUN."""
     value = volume.get("target_lun")
@@ -64,23 +70,23 @@ def _lun(volume: t.Mapping[str, t.Any], what: str) -> int:
             f"{what}: target_lun is needed, the volume's LUN number on the target (as Cinder's connection_info "
             "gives it; tgt numbers its first disk 1, LIO 0)"
         )
-    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
-    if not text.isdigit() or int(text) > MAX_LUN:
+    lun = _whole_number(value, MAX_LUN)
+    if lun is None:
         raise AnsibleFilterError(f"{what}: target_lun must be a LUN number from 0 to {MAX_LUN}, got {value!r}")
-    return int(text)
+    return lun
 
 
-def catalogue_volume(catalogue: t.Mapping[t.Any, t.Any] | None, vid: str, required: bool = True) -> t.Any:
-    """The catalogue's entry of volume ``vid``; a key YAML read as a number (``1234:``) is found by its digits."""
+def catalogue_volume(catalogue: t.Mapping[t.Any, t.Any] | None, vid: str, what: str = "volume_attach") -> t.Any:
+    """The catalogue's entry of volume ``vid``, flattened (``catalogue_entry``).
+
+    A key YAML read as a number (``1234:``) is found by its digits.
+    """
     catalogue = catalogue or {}
-    if vid in catalogue:
-        return catalogue[vid]
-    for key, value in catalogue.items():
-        if str(key) == vid:
-            return value
-    if required:
-        raise AnsibleFilterError(f"volume {vid} is not in the volume catalogue (openvolume_volumes); add it there")
-    return None
+    found = [value for key, value in catalogue.items() if str(key) == vid][:1]
+    if not found:
+        raise AnsibleFilterError(
+            f"{what}: volume {vid} is not in the volume catalogue (openvolume_volumes); add it there")
+    return catalogue_entry(found[0], f"{what}: volume {vid}")
 
 
 def catalogue_entry(volume: t.Any, what: str = "volume") -> t.Any:
@@ -224,8 +230,7 @@ def volume_secrets(volume: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         chap = {key: volume[key] for key in _CHAP_KEYS if volume.get(key)}
         value = volume.get("auth_password")
     return {"chap": chap, "libvirt": value or None,
-            "passphrase": (volume.get("passphrase") or None) if boolean(volume.get("encrypted") or False, strict=False)
-            else None}
+            "passphrase": (volume.get("passphrase") or None) if _flag(volume, "encrypted", "volume") else None}
 
 
 ENCRYPTION_FORMATS = ("luks",)
@@ -321,7 +326,7 @@ def node_records(
                 records.append(entry)
             continue
         vid = item["volume_id"]
-        volume = catalogue_entry(catalogue_volume(catalogue, vid))
+        volume = catalogue_volume(catalogue, vid)
         auth = chap_auth(volume_secrets(volume)["chap"])
         tag = f",{item['portal_group']}" if item.get("portal_group") else ""
         for portal in item["portals"]:
@@ -598,14 +603,11 @@ def _host_mode_keys(vid: str, wwn: t.Any, portal_group: t.Any) -> tuple[str | No
         except DeviceError as exc:
             raise AnsibleFilterError(exc.msg) from None
         wwn = str(wwn)
-    if portal_group is not None:
-        text = str(portal_group).strip() if isinstance(portal_group, (int, str)) and not isinstance(
-            portal_group, bool) else ""
-        if not text.isdigit() or int(text) > 65535:
-            raise AnsibleFilterError(f"volume_attach: volume {vid}: portal_group must be the target portal group tag, "
-                                     f"a number from 0 to 65535, got {portal_group!r}")
-        portal_group = int(text)
-    return wwn, portal_group
+    tag = None if portal_group is None else _whole_number(portal_group, 65535)
+    if portal_group is not None and tag is None:
+        raise AnsibleFilterError(f"volume_attach: volume {vid}: portal_group must be the target portal group tag, "
+                                 f"a number from 0 to 65535, got {portal_group!r}")
+    return wwn, tag
 
 
 def attach_plan(
@@ -644,12 +646,7 @@ def attach_plan(
         if (vid, inst) in seen:
             raise AnsibleFilterError(f"volume_attach: {vid} is requested twice for {inst}")
         seen.add((vid, inst))
-        entry = catalogue_volume(catalogue, vid, required=False)
-        if entry is None:
-            raise AnsibleFilterError(
-                f"volume_attach: volume {vid} is not in the volume catalogue (openvolume_volumes); add it there"
-            )
-        entry = catalogue_entry(entry, f"volume_attach: volume {vid}")
+        entry = catalogue_volume(catalogue, vid)
         conn = connection_info(entry, vid)
         if conn["driver_volume_type"] == "rbd":
             # QEMU opens the image itself through librbd: no host session.
