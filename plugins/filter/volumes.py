@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import typing as t
 
@@ -15,6 +16,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._common import 
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
     IscsiError,
     Portal,
+    canonical_host,
     validate_target_name,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
@@ -110,6 +112,50 @@ def catalogue_entry(volume: t.Any, what: str = "volume") -> t.Any:
     return flat
 
 
+# The keys a (flattened) catalogue entry may have: the collection's own and
+# those Cinder's connection_info carries, read or not (an entry pasted from
+# Cinder keeps them). Any other key is tolerated unless it looks like a
+# misspelt or misplaced one of these: a read-only or multiattach flag that is
+# silently dropped would hand the guest a writable or exclusive disk.
+CATALOGUE_KEYS = frozenset((
+    # The collection's.
+    "id", "driver_volume_type", "attach_mode", "bus", "multipath", "wwn", "ifaces", "portal_group",
+    "node_settings", "auth_key", "format", "passphrase",
+    # Cinder's iSCSI data.
+    "volume_id", "target_iqn", "target_iqns", "target_portal", "target_portals", "target_lun", "target_luns",
+    "target_discovered", "auth_method", "auth_username", "auth_password", "auth_username_in", "auth_password_in",
+    "discovery_auth_method", "discovery_auth_username", "discovery_auth_password",
+    # Cinder's RBD data.
+    "name", "hosts", "ports", "cluster_name", "auth_enabled", "secret_type", "secret_uuid", "keyring", "volume_name",
+    # Both.
+    "access_mode", "multiattach", "encrypted", "qos_specs", "discard", "cacheable", "serial", "device_path",
+))
+# Keys an operator may reach for that mean something else here.
+_MISPLACED_KEYS = {
+    "readonly": "access_mode: ro", "read_only": "access_mode: ro", "ro": "access_mode: ro",
+    "shareable": "multiattach: true", "shared": "multiattach: true",
+    "mode": "attach_mode (host or qemu)", "lun": "target_lun", "iqn": "target_iqn",
+    "portal": "target_portals (a list)", "portals": "target_portals", "username": "auth_username",
+    "password": "auth_password", "encryption": "encrypted: true", "luks": "encrypted: true", "wwid": "wwn",
+    "target_dev": "the attachment (openvolume_attachments), not the catalogue",
+    "instance": "the attachment (openvolume_attachments), not the catalogue",
+}
+
+
+def _check_keys(volume: t.Mapping[str, t.Any], what: str) -> None:
+    """Refuse a key that is a misspelling of a catalogue key or belongs elsewhere (never silently dropped)."""
+    for key in volume:
+        name = str(key)
+        if name in CATALOGUE_KEYS:
+            continue
+        hint = _MISPLACED_KEYS.get(name.lower().replace("-", "_"))
+        if hint is None:
+            near = difflib.get_close_matches(name.lower().replace("-", "_"), CATALOGUE_KEYS, n=1, cutoff=0.8)
+            hint = near[0] if near else None
+        if hint is not None:
+            raise AnsibleFilterError(f"{what}: unknown key {name!r}: did you mean {hint}?")
+
+
 def _kind(volume: t.Mapping[str, t.Any]) -> str:
     """``driver_volume_type``, in any case (os-brick reads ``iSCSI`` and ``RBD`` too); iscsi when absent."""
     return str(volume.get("driver_volume_type") or "iscsi").lower()
@@ -155,6 +201,7 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     vid = volume_id or volume.get("id") or volume.get("volume_id")
     if not vid:
         raise AnsibleFilterError("connection_info: the volume has no id; give it `id` or pass the id as argument")
+    _check_keys(volume, f"connection_info: volume {vid}")
     kind = _kind(volume)
     encrypted = _encrypted(volume, str(vid))
     if kind == "rbd":
@@ -268,8 +315,13 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
     if not _RBD_NAME.match(name):
         raise AnsibleFilterError(f"connection_info: volume {vid}: name must be pool/image (or pool/namespace/image), "
                                  f"got {name!r}")
-    hosts = [str(h) for h in _list(volume, "hosts", f"connection_info: volume {vid}")]
-    ports = [str(p) for p in _list(volume, "ports", f"connection_info: volume {vid}")]
+    hosts = [_monitor(h, f"connection_info: volume {vid}: hosts[{i}]")
+             for i, h in enumerate(_list(volume, "hosts", f"connection_info: volume {vid}"))]
+    ports = ["" if _unset(p) else str(p).strip() for p in _list(volume, "ports", f"connection_info: volume {vid}")]
+    for i, port in enumerate(ports):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise AnsibleFilterError(f"connection_info: volume {vid}: ports[{i}] must be a TCP port (1-65535), "
+                                     f"got {port!r}")
     if ports and len(ports) != len(hosts):
         raise AnsibleFilterError(f"connection_info: volume {vid}: ports must have one entry per host "
                                  f"({len(hosts)} hosts, {len(ports)} ports), or be left out")
@@ -277,6 +329,9 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
     if access_mode not in ("rw", "ro"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: access_mode must be rw or ro, got {access_mode}")
     user = volume.get("auth_username")
+    if isinstance(user, str) and user.startswith("client."):
+        # The cephx id: librados and rbd --id put "client." in front themselves.
+        user = user[len("client."):]
     if user and not volume.get("auth_key"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: auth_key (the cephx key of {user}) is needed with "
                                  "auth_username")
@@ -293,6 +348,19 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
         "multiattach": _flag(volume, "multiattach", f"connection_info: volume {vid}"),
     }
     return {"driver_volume_type": "rbd", "data": data}
+
+
+def _monitor(value: t.Any, what: str) -> str:
+    """A Ceph monitor of an RBD entry's ``hosts``: an address or host name, IPv6 without brackets, no port."""
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        canonical_host(text)
+    except ValueError:
+        hint = "; give its port in ports" if text.count(":") == 1 or "]:" in text else ""
+        raise AnsibleFilterError(f"{what}: {value!r} is no monitor address or host name{hint}") from None
+    return text
 
 
 def chap_auth(conn: t.Mapping[str, t.Any]) -> dict[str, t.Any] | None:

@@ -464,12 +464,24 @@ def test_a_catalogue_of_strings_is_read_as_ansible_reads_it(store: Store) -> Non
                             ({"attach_mode": "host", "wwn": "0xdeadbeef"}, f"volume {vol}: wwn: '0xdeadbeef'"),
                             ({"target_iqns": [entry["target_iqn"], f"{CONFIG['lab_tgt_iqn_prefix']}:vol-01"],
                               "target_portals": [CONFIG["lab_tgt_portal"], CONFIG["lab_tgt_portal2"]]},
-                             f"volume {vol}: target_iqns")):
+                             f"volume {vol}: target_iqns"),
+                            # A read-only or multiattach flag misspelt or in
+                            # another tool's words is never dropped silently.
+                            ({"readonly": True}, f"volume {vol}: unknown key 'readonly': did you mean access_mode: ro"),
+                            ({"multi_attach": True}, f"volume {vol}: unknown key 'multi_attach': did you mean "
+                             "multiattach")):
         run = attach(store, vol, DOM1, extra=with_entry(**change))
         assert run.rc != 0 and message in run.out, (change, run.out[-3000:])
         assert store.attachments(vol) == {}
         assert has_disk(DOM1, vol) == {"live": False, "config": False}
         assert f"openvolume/{vol}" not in secrets()
+    # So is an attachment's misspelt option (the roles' argument specs).
+    run = play("attach.yml", store, extra={"openvolume_attachments": [{"volume": vol, "instance": DOM1,
+                                                                       "targetdev": "sdc"}]})
+    assert run.rc != 0 and "volume_attach_attachments.targetdev. Supported parameters include" in run.out, \
+        run.out[-3000:]
+    assert store.attachments(vol) == {}
+    assert has_disk(DOM1, vol) == {"live": False, "config": False}
 
 
 # --- drift -----------------------------------------------------------------------------------------------

@@ -604,3 +604,48 @@ def test_a_volume_id_yaml_read_as_a_number_is_found() -> None:
     assert item["volume_id"] == "1234" and item["connection_info"]["data"]["volume_id"] == "1234"
     assert reserve_entries([item], catalogue)[1]["connection_info"]["data"]["auth_password"] == "p"
     assert secret_entries([item], catalogue) == [{"usage_type": "iscsi", "usage": "openvolume/1234", "value": "p"}]
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("readonly", "access_mode: ro"), ("read-only", "access_mode: ro"), ("shareable", "multiattach: true"),
+        ("multi_attach", "multiattach"), ("multiatach", "multiattach"), ("acces_mode", "access_mode"),
+        ("mode", "attach_mode (host or qemu)"), ("lun", "target_lun"), ("wwid", "wwn"),
+        ("auth_pasword", "auth_password"), ("encryption", "encrypted: true"), ("multipaths", "multipath"),
+        ("target_dev", "the attachment (openvolume_attachments), not the catalogue"),
+    ],
+)
+def test_a_misspelt_or_misplaced_key_is_refused(key: str, hint: str) -> None:
+    with pytest.raises(AnsibleFilterError) as err:
+        attach_plan([{"volume": "vol-01", "instance": "d1"}], {"vol-01": dict(ENTRY, **{key: True})}, [], "h1")
+    assert f"volume vol-01: unknown key {key!r}: did you mean {hint}?" in str(err.value)
+    # Inside Cinder's data too.
+    nested = _cinder_iscsi()
+    nested["data"][key] = True
+    with pytest.raises(AnsibleFilterError):
+        connection_info(nested, "vol-01")
+
+
+def test_keys_of_cinder_and_of_the_operator_are_taken() -> None:
+    # Every key of Cinder's iSCSI and RBD data is known; a key unlike any (a note) is left alone.
+    entry = dict(ENTRY, description="db volume", size="10G", discovery_auth_method="CHAP", serial="vol-01")
+    assert connection_info(entry, "vol-01") == connection_info(ENTRY, "vol-01")
+
+
+def test_rbd_monitors_as_operators_write_them() -> None:
+    base = {"driver_volume_type": "rbd", "name": "volumes/volume-1", "auth_username": "client.cinder", "auth_key": "K"}
+    conn = connection_info(dict(base, hosts=["[2001:db8::21]", "10.0.0.2"], ports=["6789", None]), "volume-1")
+    # IPv6 without brackets (libvirt's <host name=...>), a null port as none, the cephx id without "client.".
+    assert conn["data"]["hosts"] == ["2001:db8::21", "10.0.0.2"] and conn["data"]["ports"] == ["6789", ""]
+    assert conn["data"]["auth_username"] == "cinder"
+    item = attach_plan([{"volume": "volume-1", "instance": "d1"}],
+                       {"volume-1": dict(base, hosts=["2001:db8::21", "10.0.0.2"], ports=[6789, ""])}, [], "h1")[0]
+    assert item["qemu_source"]["hosts"] == [{"name": "2001:db8::21", "port": 6789}, {"name": "10.0.0.2"}]
+    assert item["qemu_source"]["auth"]["username"] == "cinder"
+    for hosts, ports, message in ((["mon1:6789"], [], "hosts[0]: 'mon1:6789' is no monitor address or host name; "
+                                   "give its port in ports"),
+                                  (["10.0.0.1"], ["http"], "ports[0] must be a TCP port (1-65535), got 'http'")):
+        with pytest.raises(AnsibleFilterError) as err:
+            connection_info(dict(base, hosts=hosts, ports=ports), "volume-1")
+        assert message in str(err.value)
