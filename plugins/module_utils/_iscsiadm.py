@@ -18,6 +18,7 @@ udev's by-path name) uses the record's spelling verbatim.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import time
 import typing as t
@@ -80,6 +81,10 @@ _NOT_FOUND = re.compile(r"Discovery record \[.*\] not found")
 
 RC_SESSION_EXISTS = 15
 RC_NO_OBJECTS = 21
+# ISCSI_ERR_SYSFS_LOOKUP: "-m session -r SID" of a session that is gone
+# (another tool logged it out a moment ago).
+RC_SYSFS_LOOKUP = 22
+SYSFS = "/sys"
 
 # A node-database command that fails with exit 6 is retried after these
 # pauses (seconds). iscsiadm itself waits up to 30 s for the database lock and
@@ -297,6 +302,10 @@ class SessionDetail:
     persistent_portal: Portal | None = None
     transport: str | None = None
     netdev: str | None = None
+    # Its portal lines were not printed (iscsiadm leaves them out when the
+    # current address is the previous session's): the persistent portal is
+    # the previous session's guess until sysfs says which it is.
+    portals_inherited: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -439,8 +448,24 @@ _P3_FIELD = re.compile(
     r"(?P<value>.*)$"
 )
 _P3_HOST = re.compile(r"^Host Number:\s+(?P<n>\d+)")
-_P3_LUN = re.compile(r"^scsi\d+ Channel \d+ Id \d+ Lun: (?P<lun>\d+)")
+# iscsiadm prints the kernel's LUN number with %d: one of 2**31 and above
+# (extended flat addressing) comes out negative.
+_P3_LUN = re.compile(r"^scsi\d+ Channel \d+ Id \d+ Lun: (?P<lun>-?\d+)$")
+_P3_LUN_ANY = re.compile(r"^scsi\d+ Channel ")
 _P3_DISK = re.compile(r"^Attached scsi disk (?P<disk>\S+)")
+
+
+def persistent_portal(sid: int, sysfs_root: str = SYSFS) -> Portal | None:
+    """The persistent portal of session ``sid`` as sysfs has it (the node record's address); None if unreadable."""
+    conn = f"{sysfs_root}/class/iscsi_connection/connection{sid}:0"
+    try:
+        with open(f"{conn}/persistent_address") as f:
+            address = f.read().strip()
+        with open(f"{conn}/persistent_port") as f:
+            port = int(f.read().strip())
+        return Portal.make(address, port)
+    except (OSError, ValueError):
+        return None
 
 
 def parse_session_detail(text: str, skipped: list[str] | None = None) -> list[SessionDetail]:
@@ -467,7 +492,7 @@ def parse_session_detail(text: str, skipped: list[str] | None = None) -> list[Se
             continue
         if line == "Interface:" and (current.iface is not None or current.sid is not None):
             current = SessionDetail(target=current.target, portal=current.portal, tpgt=current.tpgt,
-                                    persistent_portal=current.persistent_portal)
+                                    persistent_portal=current.persistent_portal, portals_inherited=True)
             sessions.append(current)
             lun = None
         elif (m := _P3_PORTAL.match(line)) is not None:
@@ -502,7 +527,13 @@ def parse_session_detail(text: str, skipped: list[str] | None = None) -> list[Se
         elif (m := _P3_HOST.match(line)) is not None:
             current.host_number = int(m["n"])
         elif (m := _P3_LUN.match(line)) is not None:
-            lun = int(m["lun"])
+            lun = int(m["lun"]) % 2**32
+        elif _P3_LUN_ANY.match(line):
+            # A LUN line not understood: its disk must not be taken for the
+            # LUN before it.
+            lun = None
+            if skipped is not None:
+                skipped.append(line)
         elif (m := _P3_DISK.match(line)) is not None and lun is not None:
             current.disks[lun] = m["disk"]
     for s in sessions:
@@ -540,10 +571,12 @@ def explain(rc: int, *, auth_param: str = "auth") -> str:
 class Iscsiadm:
     """Runs iscsiadm on the managed host through ``AnsibleModule.run_command``."""
 
-    def __init__(self, module: t.Any, *, sleep: t.Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, module: t.Any, *, sleep: t.Callable[[float], None] = time.sleep,
+                 sysfs_root: str = SYSFS) -> None:
         self.module = module
         self.binary: str = module.get_bin_path("iscsiadm", required=True)
         self._sleep = sleep
+        self.sysfs_root = sysfs_root
         self._warned: set[str] = set()
 
     def run(
@@ -749,6 +782,9 @@ class Iscsiadm:
         skipped: list[str] = []
         entries = parse_session_detail(result.stdout, skipped)
         self._warn_skipped("-m session -P 3", skipped)
+        for entry in entries:
+            if entry.portals_inherited and entry.sid is not None:
+                entry.persistent_portal = persistent_portal(entry.sid, self.sysfs_root) or entry.persistent_portal
         return entries
 
     def login(self, *, target: str, portal: Portal, iface: str) -> bool:
@@ -761,8 +797,13 @@ class Iscsiadm:
         """Log out of one session by its id; False when it was gone already (exit 21 or 2)."""
         # By id, not by node: a node's logout would take every session of
         # that record, and matches portals by resolving them.
-        result = self.run(args=["-m", "session", "-r", str(sid), "--logout"], ok=(0, 2, RC_NO_OBJECTS),
-                          action=f"logout from {what} (session {sid})")
+        result = self.run(args=["-m", "session", "-r", str(sid), "--logout"],
+                          ok=(0, 2, RC_NO_OBJECTS, RC_SYSFS_LOOKUP), action=f"logout from {what} (session {sid})")
+        if result.rc == RC_SYSFS_LOOKUP and os.path.exists(f"{self.sysfs_root}/class/iscsi_session/session{sid}"):
+            # The session is there but iscsiadm could not read it: a real error.
+            raise IscsiadmError(f"logout from {what} (session {sid}) failed: {explain(result.rc)}",
+                                rc=result.rc, cmd=[self.binary, "-m", "session", "-r", str(sid), "--logout"],
+                                stderr=result.stderr)
         return result.rc == 0
 
     def rescan(self, *, sid: int) -> None:

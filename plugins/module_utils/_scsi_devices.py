@@ -85,7 +85,16 @@ def by_path_name(*, address: str, port: int | str, target: str, kernel_lun: int)
     as the kernel reports them: the node record's address verbatim, so an
     IPv6 portal appears without brackets and in the record's spelling.
     """
-    return f"ip-{address}:{port}-iscsi-{target}-{by_path_lun(kernel_lun)}"
+    name = f"ip-{address}:{port}-iscsi-{target}-{by_path_lun(kernel_lun)}"
+    # udev writes a link name with every ASCII character but letters, digits
+    # and #+-.:=@_ replaced by _ (udev_replace_chars): an IPv6 link-local
+    # portal's zone, fe80::1%eth0, becomes fe80::1_eth0.
+    return _udev_chars(name, "/")
+
+
+def _udev_chars(text: str, also: str) -> str:
+    """``text`` as udev_replace_chars leaves it: ASCII other than letters, digits, #+-.:=@_ and ``also`` is _."""
+    return "".join(c if ord(c) > 127 or c.isalnum() or c in "#+-.:=@_" or c in also else "_" for c in text)
 
 
 def find_by_path_link(disks: str | t.Collection[str], name: str, directory: str = BY_PATH_DIR) -> str | None:
@@ -123,9 +132,21 @@ def udev_wwid(sysfs_wwid: str) -> str:
     text = sysfs_wwid.strip()
     prefix = _WWID_TYPES.get(text[:4].lower())
     if prefix is None:
-        return "8" + text
-    body = text[4:]
-    return prefix + (body.lower() if prefix in "23" else body)
+        prefix, body = "8", text
+    else:
+        body = text[4:]
+    if prefix in "23":
+        return prefix + body.lower()
+    # A T10 vendor id (vendor, product, serial padded with blanks) or a SCSI
+    # name string: udev's ID_SERIAL, which multipath takes for the WWID, has
+    # each run of blanks as one _ (udev_replace_whitespace) and any other
+    # character udev does not keep as _ (udev_replace_chars).
+    return prefix + _udev_chars(_BLANKS.sub("_", body.strip()), "")
+
+
+_BLANKS = re.compile(r"\s+")
+# A T10 vendor id in the udev/multipath form: 1, the 8-character vendor, and more.
+_T10_UDEV = re.compile(r"^1[\x21-\x7e]{9,}$")
 
 
 def normalize_wwid(text: str, *, param: str) -> str:
@@ -144,6 +165,8 @@ def normalize_wwid(text: str, *, param: str) -> str:
             return low
         if len(low) in (16, 32):
             return "3" + low
+    if _T10_UDEV.match(value):
+        return value
     raise DeviceError(
         f"{param}: '{text}' is not a WWN this module knows; give the udev/multipath form (3 and the NAA in hex, "
         "as in /dev/disk/by-id/wwn-0x... or multipath -ll), naa.<hex>, or the bare NAA in hex"

@@ -6,6 +6,7 @@ Debian 12 against the lab's tgtd (tests/unit/plugins/module_utils/fixtures).
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -298,3 +299,14 @@ def test_exit_6_of_a_login_is_not_retried() -> None:
 
 def test_exit_33_has_its_meaning() -> None:
     assert explain(33).startswith("iscsiadm exit 33 (ISCSI_ERR_REQ_TIMEDOUT): iscsid did not answer")
+
+
+def test_a_logout_of_a_session_that_just_left_is_no_error(tmp_path: object) -> None:
+    # -m session -r SID of a session another tool logged out a moment ago: exit 22 (sysfs lookup).
+    module = FakeModule([22])
+    assert Iscsiadm(module, sysfs_root=str(tmp_path)).logout_session(sid=9, what="t") is False
+    # While the session is still there, exit 22 is a real failure.
+    os.makedirs(f"{tmp_path}/class/iscsi_session/session9")
+    with pytest.raises(IscsiadmError) as err:
+        Iscsiadm(FakeModule([22]), sysfs_root=str(tmp_path)).logout_session(sid=9, what="t")
+    assert err.value.rc == 22 and "ISCSI_ERR_SYSFS_LOOKUP" in err.value.msg

@@ -20,10 +20,12 @@ from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm impor
     parse_node_tree,
     parse_session_detail,
     parse_session_list,
+    persistent_portal,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
     by_path_name,
     lun_numbers,
+    normalize_wwid,
     udev_wwid,
 )
 
@@ -177,3 +179,47 @@ def test_rw_by_path_names_are_what_udev_made() -> None:
     sysfs = [w.split("wwid=")[1] for w in text.splitlines() if " sd" in w and "wwid=" in w]
     assert [udev_wwid(w) for w in sysfs] == wwids
     assert lun_numbers(16684) >= {300} and lun_numbers(32767) >= {16383}
+
+
+def test_rw_a_session_without_its_own_portal_lines_reads_its_record_from_sysfs(tmp_path: pathlib.Path) -> None:
+    # iscsiadm leaves out a session's portal lines when its *current* address
+    # is the one before; its record (persistent address) may be another
+    # spelling or host name. The parser marks it, sysfs tells.
+    sessions = parse_session_detail(fixture("rw_session_p3.txt"))
+    assert [s.portals_inherited for s in sessions] == [False, False, True]
+    conn = tmp_path / "class" / "iscsi_connection" / "connection7:0"
+    conn.mkdir(parents=True)
+    (conn / "persistent_address").write_text("san.example.com\n")
+    (conn / "persistent_port").write_text("3260\n")
+    assert persistent_portal(7, str(tmp_path)) == Portal.parse("san.example.com:3260")
+    assert persistent_portal(6, str(tmp_path)) is None
+
+
+def test_a_lun_iscsiadm_prints_negative_is_its_own_lun_not_the_one_before() -> None:
+    # iscsiadm prints the kernel's LUN with %d: extended flat LUNs (2**31 and up) come out negative.
+    text = "\n".join((
+        "Target: iqn.2026-11.org.openvolume.lab:big (non-flash)",
+        "\tCurrent Portal: 198.18.0.1:3260,1", "\tPersistent Portal: 198.18.0.1:3260,1",
+        "\t\tIface Name: default", "\t\tSID: 3", "\t\tHost Number: 4\tState: running",
+        "\t\tscsi4 Channel 00 Id 0 Lun: 1", "\t\t\tAttached scsi disk sdb\t\tState: running",
+        "\t\tscsi4 Channel 00 Id 0 Lun: -2147429870", "\t\t\tAttached scsi disk sdc\t\tState: running",
+        "\t\tscsi4 Channel 00 Id 0 Lun: what", "\t\t\tAttached scsi disk sdd\t\tState: running",
+    ))
+    skipped: list[str] = []
+    session = parse_session_detail(text, skipped)[0]
+    assert session.disks == {1: "sdb", 0x8000D212: "sdc"}
+    assert skipped == ["scsi4 Channel 00 Id 0 Lun: what"]
+
+
+def test_an_ipv6_zone_in_a_by_path_name_is_written_as_udev_writes_it() -> None:
+    # udev replaces what is no letter, digit or #+-.:=@_ in a link name with _.
+    assert by_path_name(address="fe80::5054:ff:fe12:3456%ens3", port=3260, target=f"{PREFIX}:plain",
+                        kernel_lun=1) == f"ip-fe80::5054:ff:fe12:3456_ens3:3260-iscsi-{PREFIX}:plain-lun-1"
+
+
+def test_a_t10_wwid_is_written_as_multipath_writes_it() -> None:
+    # The kernel keeps the T10 id's padding; udev's ID_SERIAL (multipath's WWID) has one _ per run of blanks.
+    assert udev_wwid("t10.IET     VIRTUAL-DISK    00010001") == "1IET_VIRTUAL-DISK_00010001"
+    assert normalize_wwid("1IET_VIRTUAL-DISK_00010001", param="wwn") == "1IET_VIRTUAL-DISK_00010001"
+    assert normalize_wwid("t10.IET     VIRTUAL-DISK    00010001", param="wwn") == "1IET_VIRTUAL-DISK_00010001"
+    assert udev_wwid("naa.6001405ABCDEF") == "36001405abcdef"

@@ -99,7 +99,7 @@ def test_find_by_path_link_ignores_a_stale_link(tmp_path: pathlib.Path) -> None:
         ("naa.60000000000000000e00000000010001", "360000000000000000e00000000010001"),
         ("naa.6001405ABCDEF0123456789ABCDEF012", "36001405abcdef0123456789abcdef012"),
         ("eui.0123456789abcdef", "20123456789abcdef"),
-        ("t10.IET     VIRTUAL-DISK", "1IET     VIRTUAL-DISK"),
+        ("t10.IET     VIRTUAL-DISK", "1IET_VIRTUAL-DISK"),
     ],
 )
 def test_udev_wwid(sysfs: str, udev: str) -> None:
