@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import os
 import re
 import socket
 import string
@@ -322,6 +323,25 @@ def _disk_source(disk: t.Any) -> dict[str, t.Any]:
             refs = (("secret_usage", secret.get("usage")), ("secret_uuid", secret.get("uuid")))
             out["auth"].update({k: v for k, v in refs if v})
     return out
+
+
+# QEMU hands a virtio-blk guest this much of a disk's serial (VIRTIO_BLK_ID_BYTES).
+VIRTIO_SERIAL_BYTES = 20
+
+
+def block_devices(src: t.Mapping[str, t.Any], sysfs_root: str = "/sys") -> set[str]:
+    """The kernel block devices behind a block source: the one its path names and, for a map, its paths."""
+    if src.get("type") != "block" or not src.get("path"):
+        return set()
+    real = os.path.realpath(str(src["path"]))
+    if not real.startswith("/dev/") or not os.path.exists(real):
+        return set()
+    name = os.path.basename(real)
+    try:
+        slaves = set(os.listdir(f"{sysfs_root}/block/{name}/slaves"))
+    except OSError:
+        slaves = set()
+    return {name} | slaves
 
 
 def source_key(src: t.Mapping[str, t.Any]) -> tuple[t.Any, ...]:
@@ -736,7 +756,11 @@ class LibvirtDisks:
             return
         auth = src.get("auth") or {}
         key = self._ceph_key(spec, auth) if auth else None
-        monitors = [f"{h['name']}:{h['port']}" if h.get("port") else str(h["name"]) for h in src.get("hosts") or []]
+        # Ceph reads an IPv6 monitor only in brackets (2001:db8::21:6789 is another address).
+        names = [f"[{h['name']}]" if ":" in str(h["name"]) and not str(h["name"]).startswith("[") else str(h["name"])
+                 for h in src.get("hosts") or []]
+        monitors = [f"{name}:{h['port']}" if h.get("port") else name
+                    for name, h in zip(names, src.get("hosts") or [], strict=True)]
         try:
             info = Rbd(self.module.module).info(image=str(src["name"]), monitors=monitors,
                                                 user=auth.get("username"), key=key, param=f"{spec.where}source.name")
@@ -820,16 +844,33 @@ class LibvirtDisks:
         return str(info["target_dev"])
 
     def _check_source_unused(self, spec: DiskSpec, dom: Domain) -> None:
-        """A volume is attached once per domain: its source must not be there under another serial."""
+        """A volume is attached once per domain: its source must not be there under another serial.
+
+        A block device counts as the same under any of its names (a by-path
+        link, /dev/sdc, /dev/mapper/mpatha or the WWID-named map) and as a
+        multipath map and one of its paths. The guest sees only the first 20
+        bytes of a virtio disk's serial (/dev/disk/by-id/virtio-...): two
+        disks whose serials share them would look like one volume to it.
+        """
         key = source_key(spec.source or {})
+        devices = block_devices(spec.source or {})
+        short = spec.serial.encode()[:VIRTIO_SERIAL_BYTES] if spec.bus == "virtio" and spec.serial else None
         for root in dom.views().values():
             for d in disks_of(root):
                 info = disk_info(d)
-                if source_key(info["source"]) == key:
+                if source_key(info["source"]) == key or devices & block_devices(info["source"]):
                     raise LibvirtError(
                         f"{spec.where}source: {_where(info)} is already attached to {dom.name} as "
                         f"{info['target_dev']} (serial {info['serial']}); a volume is attached once per domain: "
                         "give that serial, or detach it first"
+                    )
+                if (short and info.get("bus") == "virtio" and info.get("serial")
+                        and str(info["serial"]).encode()[:VIRTIO_SERIAL_BYTES] == short):
+                    raise LibvirtError(
+                        f"{spec.where}serial: {spec.serial!r} and the serial {info['serial']!r} of {dom.name}'s disk "
+                        f"{info['target_dev']} begin with the same {VIRTIO_SERIAL_BYTES} bytes, all a virtio guest "
+                        "sees of a serial (/dev/disk/by-id/virtio-...): it could not tell the two volumes apart; "
+                        "use volume ids that differ within their first 20 characters, or bus scsi"
                     )
 
     def _free_target(self, spec: DiskSpec, dom: Domain) -> str:

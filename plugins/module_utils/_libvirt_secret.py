@@ -142,25 +142,43 @@ class LibvirtSecrets:
         changed = secret is None or not same_value
         after = {"uuid": before.get("uuid") or spec.uuid or "(new)", "usage_type": spec.usage_type,
                  "usage": spec.usage, "value": MASK if same_value else f"{MASK} (changed)"}
+        created = secret is None
         if changed:
-            stored = self._store(spec, secret)
+            # None in check mode (skip_if_check_mode).
+            done = t.cast("tuple[t.Any, bool] | None", self._store(spec, secret))
+            stored, adopted = done or (None, False)
             if stored is not None:
                 after["uuid"] = stored.UUIDString()
-        return {"changed": changed, "created": secret is None,
+            # Another run on this host defined it since the lookup: it is
+            # that run's to remove, not this one's (an undo keeps it).
+            created = created and not adopted
+        return {"changed": changed, "created": created,
                 "uuid": after["uuid"] if after["uuid"] != "(new)" else None,
                 "usage_type": spec.usage_type, "usage": spec.usage, "diff": {"before": before, "after": after}}
 
     @skip_if_check_mode
-    def _store(self, spec: SecretSpec, secret: t.Any | None) -> t.Any:
-        """Define the secret if needed and set its value; the secret (None in check mode)."""
+    def _store(self, spec: SecretSpec, secret: t.Any | None) -> tuple[t.Any, bool]:
+        """Define the secret if needed and set its value.
+
+        Returns the secret (None in check mode) and whether it was another's:
+        a run attaching the same volume to another domain on this host that
+        defined the usage's secret between the lookup and the define.
+        """
+        adopted = False
         try:
             if secret is None:
-                secret = self.module.conn.secretDefineXML(spec.xml())
+                try:
+                    secret = self.module.conn.secretDefineXML(spec.xml())
+                except lv.libvirt.libvirtError:
+                    secret = None if spec.uuid else self.lookup(spec)
+                    if secret is None:
+                        raise
+                    adopted = True
             secret.setValue(spec.stored_value())
         except lv.libvirt.libvirtError as exc:
             raise LibvirtError(f"{spec.where}defining the secret for {spec.usage} failed: {lv.describe(exc)}") \
                 from None
-        return secret
+        return secret, adopted
 
     def state_absent(self, spec: SecretSpec) -> dict[str, t.Any]:
         secret = self.lookup(spec)

@@ -19,6 +19,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk i
     DiskSpec,
     LibvirtDisks,
     apply_all,
+    block_devices,
     build_disk,
     diff_text,
     disk_info,
@@ -565,3 +566,45 @@ def test_check_mode_undoes_nothing() -> None:
         apply_all(batch.disks, _specs("v1", "v2"), timeout=5)
     assert err.value.msg == "attaching disk v2 of d failed"
     assert batch.log == ["attach v1"]
+
+
+class _Domain:
+    def __init__(self, xml: str) -> None:
+        self.name, self.root = "d", etree.fromstring(xml)
+
+    def views(self) -> dict[str, t.Any]:
+        return {"live": self.root}
+
+
+def _domain_with(*disks: tuple[str, str, str]) -> _Domain:
+    return _Domain("<domain type='qemu'><devices>" + "".join(
+        f"<disk type='block' device='disk'><source dev='{path}'/><target dev='{dev}' bus='virtio'/>"
+        f"<serial>{serial}</serial></disk>" for path, dev, serial in disks) + "</devices></domain>")
+
+
+def test_a_block_device_under_another_name_is_the_same_volume(tmp_path: Path) -> None:
+    # A by-path link and the node it points to (here /dev/null stands for /dev/sdc).
+    link = tmp_path / "ip-127.0.0.1:3260-iscsi-iqn.2026-11.org.openvolume.lab:vol-01-lun-1"
+    link.symlink_to("/dev/null")
+    dom = _domain_with(("/dev/null", "vdb", "other-tool"))
+    with pytest.raises(LibvirtError) as err:
+        _checker()._check_source_unused(spec(serial="vol-01", source={"type": "block", "path": str(link)}), dom)
+    assert "is already attached to d as vdb (serial other-tool)" in err.value.msg
+    # A multipath map and one of its paths are one LUN too.
+    slaves = tmp_path / "block" / "null" / "slaves"
+    slaves.mkdir(parents=True)
+    (slaves / "sdc").touch()
+    assert block_devices({"type": "block", "path": str(link)}, str(tmp_path)) == {"null", "sdc"}
+    assert block_devices({"type": "network", "protocol": "rbd", "name": "p/i"}) == set()
+
+
+def test_serials_a_virtio_guest_cannot_tell_apart_are_refused() -> None:
+    dom = _domain_with(("/var/tmp/none-a", "vdb", "prod-postgres-primary-data"))
+    with pytest.raises(LibvirtError) as err:
+        _checker()._check_source_unused(spec(serial="prod-postgres-primary-wal",
+                                             source={"type": "block", "path": "/var/tmp/none-b"}), dom)
+    assert "begin with the same 20 bytes" in err.value.msg
+    # Apart within 20 bytes, or on another bus: fine.
+    _checker()._check_source_unused(spec(serial="prod-pg-wal", source={"type": "block", "path": "/var/tmp/b"}), dom)
+    _checker()._check_source_unused(spec(serial="prod-postgres-primary-wal", bus="scsi",
+                                         source={"type": "block", "path": "/var/tmp/b"}), dom)

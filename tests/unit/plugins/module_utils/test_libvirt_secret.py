@@ -198,3 +198,30 @@ def test_a_batch_that_succeeds_reports_each_secret() -> None:
     assert module.result["changed"] is True
     assert [s["uuid"] for s in module.result["secrets"]] == ["uuid-s1", "uuid-s2"]
     assert conn.log == []
+
+
+def test_a_secret_another_run_defined_meanwhile_is_taken_and_left_to_it() -> None:
+    # Two runs attach one multiattach volume to two domains of a host at once:
+    # both look the usage up, find nothing, and define; libvirt refuses the
+    # second define. That run takes the other's secret and does not remove it
+    # when its own batch fails later.
+    conn = _FakeConn()
+    define = conn.secretDefineXML
+
+    def racing_define(xml: str) -> _FakeSecret:
+        usage = etree.fromstring(xml.encode()).findtext("usage/target")
+        if usage == "shared":
+            conn.secrets["shared"] = _FakeSecret(conn, "shared")
+            raise _LibvirtFailure("a secret with UUID x already defined for use with shared")
+        return define(xml)
+
+    conn.secretDefineXML = racing_define  # type: ignore[method-assign]
+    conn.refuse_value.add("s2")
+    module = _FakeModule(_batch("shared", "s2"), conn)
+    run(module)
+    assert module.error is not None and "secrets[1]" in module.error.msg
+    assert conn.log == [] and "shared" in conn.secrets
+    module = _FakeModule(_batch("shared"), conn)
+    conn.secrets.pop("shared")
+    run(module)
+    assert module.result is not None and module.result["secrets"][0]["created"] is False
