@@ -678,6 +678,10 @@ def _host_mode_keys(vid: str, wwn: t.Any, portal_group: t.Any) -> tuple[str | No
     return wwn, tag
 
 
+# libvirt_disk's rule for a serial, which is the volume id.
+_SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 def attach_plan(
     requests: t.Any,
     catalogue: t.Mapping[str, t.Any],
@@ -711,6 +715,10 @@ def attach_plan(
     seen = set()
     for req in _requests(requests, one_volume, one_instance, "volume_attach"):
         vid, inst = str(req["volume"]), str(req["instance"])
+        if not _SERIAL.fullmatch(vid):
+            # Checked here, before anything is reserved, not at the hot-plug.
+            raise AnsibleFilterError(f"volume_attach: volume id {vid!r} is also the disk's serial in the guest: use "
+                                     "at most 64 letters, digits, '.', '_', ':' and '-'")
         if (vid, inst) in seen:
             raise AnsibleFilterError(f"volume_attach: {vid} is requested twice for {inst}")
         seen.add((vid, inst))

@@ -649,3 +649,10 @@ def test_rbd_monitors_as_operators_write_them() -> None:
         with pytest.raises(AnsibleFilterError) as err:
             connection_info(dict(base, hosts=hosts, ports=ports), "volume-1")
         assert message in str(err.value)
+
+
+@pytest.mark.parametrize("vid", ["vol 01", "vol/01", "vol#1", "v" * 65, "vol-ä"])
+def test_a_volume_id_that_cannot_be_a_serial_fails_the_plan(vid: str) -> None:
+    with pytest.raises(AnsibleFilterError) as err:
+        attach_plan([{"volume": vid, "instance": "d1"}], {vid: dict(ENTRY)}, [], "h1")
+    assert f"volume id {vid!r} is also the disk's serial" in str(err.value)
