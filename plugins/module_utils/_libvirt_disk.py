@@ -120,7 +120,8 @@ class DiskSpec:
                     f"use {prefix}b, {prefix}c, ... or leave it out to take the next free one"
                 )
         if self.serial is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", self.serial):
-            raise LibvirtError(f"{w}serial: '{self.serial}' may hold only letters, digits, '.', '_', ':' and '-', at most 64 of them")
+            raise LibvirtError(f"{w}serial: '{self.serial}' may hold only letters, digits, '.', '_', ':' and '-', "
+                               "at most 64 of them")
         if self.device == "lun" and self.bus == "virtio" and self.source and self.source.get("type") == "file":
             raise LibvirtError(f"{w}device: lun needs a block or network source, not a file")
         if self.state == "absent":
