@@ -678,6 +678,38 @@ def _host_mode_keys(vid: str, wwn: t.Any, portal_group: t.Any) -> tuple[str | No
     return wwn, tag
 
 
+def _identity(volume: t.Any) -> tuple[str, ...] | None:
+    """What storage a catalogue entry names, read loosely (None when it cannot tell): iSCSI target and LUN, or
+    the RBD cluster and image."""
+    if not isinstance(volume, t.Mapping):
+        return None
+    try:
+        volume = catalogue_entry(volume)
+    except AnsibleFilterError:
+        return None
+    if _kind(volume) == "rbd":
+        return ("rbd", str(volume.get("cluster_name") or "ceph"), str(volume.get("name") or "")) \
+            if volume.get("name") else None
+    lun = _whole_number(volume.get("target_lun"), MAX_LUN)
+    if not volume.get("target_iqn") or lun is None:
+        return None
+    return ("iscsi", str(volume["target_iqn"]).strip().lower(), str(lun))
+
+
+def _one_id_per_volume(catalogue: t.Mapping[t.Any, t.Any] | None, vid: str, conn: t.Mapping[str, t.Any]) -> None:
+    """Refuse a catalogue where another id names the same LUN or image: the store holds each id's writers apart,
+    so a single-writer volume under two ids could get two writers."""
+    data = conn["data"]
+    mine = (("rbd", str(data["cluster_name"]), data["name"]) if conn["driver_volume_type"] == "rbd"
+            else ("iscsi", data["target_iqn"].lower(), str(data["target_lun"])))
+    for key, other in (catalogue or {}).items():
+        if str(key) != vid and _identity(other) == mine:
+            what = f"RBD image {mine[2]}" if mine[0] == "rbd" else f"LUN {mine[2]} of {data['target_iqn']}"
+            raise AnsibleFilterError(
+                f"volume_attach: volumes {vid} and {key} of the catalogue are both {what}; a volume has one id "
+                "(reservations are kept per id): remove one of them")
+
+
 # libvirt_disk's rule for a serial, which is the volume id.
 _SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -724,6 +756,7 @@ def attach_plan(
         seen.add((vid, inst))
         entry = catalogue_volume(catalogue, vid)
         conn = connection_info(entry, vid)
+        _one_id_per_volume(catalogue, vid, conn)
         if conn["driver_volume_type"] == "rbd":
             # QEMU opens the image itself through librbd: no host session.
             mode = "rbd"

@@ -472,8 +472,8 @@ def test_detach_plan_and_rollback_remove_the_passphrase_secret() -> None:
 def test_node_records_one_call_for_every_volume_and_portal() -> None:
     from ansible_collections.openvolume.compute.plugins.filter.volumes import node_records
 
-    catalogue = dict(CATALOGUE, **{"vol-03": dict(CATALOGUE["vol-02"], auth_username="u3", auth_password="p3",
-                                                  node_settings={"node.session.timeo.replacement_timeout": 5})})
+    catalogue = dict(CATALOGUE, **{"vol-03": dict(CATALOGUE["vol-02"], target_lun=2, auth_username="u3",
+                                                  auth_password="p3", node_settings={"node.session.timeo.replacement_timeout": 5})})
     plan = attach_plan([{"volume": "vol-02", "instance": "d1"}, {"volume": "vol-03", "instance": "d1"}],
                        catalogue, [], "h1")
     records = node_records(plan, catalogue)
@@ -656,3 +656,21 @@ def test_a_volume_id_that_cannot_be_a_serial_fails_the_plan(vid: str) -> None:
     with pytest.raises(AnsibleFilterError) as err:
         attach_plan([{"volume": vid, "instance": "d1"}], {vid: dict(ENTRY)}, [], "h1")
     assert f"volume id {vid!r} is also the disk's serial" in str(err.value)
+
+
+def test_one_volume_under_two_ids_is_refused() -> None:
+    # The same LUN twice (a Cinder UUID in two cases, or a copy-paste): two ids would be two writers' records.
+    catalogue = {"vol-01": dict(ENTRY), "VOL-01": {"driver_volume_type": "iSCSI",
+                                                   "data": dict(ENTRY, target_iqn=ENTRY["target_iqn"].upper()
+                                                                .replace("IQN.", "iqn."), target_lun="1")}}
+    with pytest.raises(AnsibleFilterError) as err:
+        attach_plan([{"volume": "vol-01", "instance": "d1"}], catalogue, [], "h1")
+    assert "volumes vol-01 and VOL-01 of the catalogue are both LUN 1 of" in str(err.value)
+    rbd = {"driver_volume_type": "rbd", "name": "volumes/volume-1", "hosts": ["10.0.0.1"]}
+    with pytest.raises(AnsibleFilterError) as err:
+        attach_plan([{"volume": "r2", "instance": "d1"}], {"r1": rbd, "r2": dict(rbd, hosts=["10.0.0.2"])}, [], "h1")
+    assert "volumes r2 and r1 of the catalogue are both RBD image volumes/volume-1" in str(err.value)
+    # Another LUN of the target, another cluster's image of that name, or an entry that names nothing: fine.
+    attach_plan([{"volume": "vol-01", "instance": "d1"}],
+                {"vol-01": dict(ENTRY), "vol-02": dict(ENTRY, target_lun=2), "odd": "text", "half": {}}, [], "h1")
+    attach_plan([{"volume": "r2", "instance": "d1"}], {"r1": rbd, "r2": dict(rbd, cluster_name="dr")}, [], "h1")
