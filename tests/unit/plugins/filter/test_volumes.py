@@ -472,8 +472,9 @@ def test_detach_plan_and_rollback_remove_the_passphrase_secret() -> None:
 def test_node_records_one_call_for_every_volume_and_portal() -> None:
     from ansible_collections.openvolume.compute.plugins.filter.volumes import node_records
 
+    settings = {"node.session.timeo.replacement_timeout": 5}
     catalogue = dict(CATALOGUE, **{"vol-03": dict(CATALOGUE["vol-02"], target_lun=2, auth_username="u3",
-                                                  auth_password="p3", node_settings={"node.session.timeo.replacement_timeout": 5})})
+                                                  auth_password="p3", node_settings=settings)})
     plan = attach_plan([{"volume": "vol-02", "instance": "d1"}, {"volume": "vol-03", "instance": "d1"}],
                        catalogue, [], "h1")
     records = node_records(plan, catalogue)
