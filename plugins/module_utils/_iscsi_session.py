@@ -53,6 +53,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
     ScsiLun,
     SysfsSession,
     by_path_name,
+    flat_kernel_lun,
     initiator_name,
     normalize_wwid,
 )
@@ -436,7 +437,7 @@ class IscsiSession:
         # No device exists yet: the by-path name the LUN will get through the
         # first path (flat space addressing from LUN 256, as most targets use).
         first = plan.wanted[0].portal
-        kernel_lun = req.lun if req.lun < 256 else 0x4000 | req.lun
+        kernel_lun = flat_kernel_lun(req.lun)
         name = by_path_name(address=first.literal, port=first.port, target=req.target, kernel_lun=kernel_lun)
         result["device_path"] = f"/dev/disk/by-path/{name}"
         result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}

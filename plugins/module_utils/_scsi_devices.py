@@ -71,6 +71,16 @@ def lun_numbers(kernel_lun: int) -> set[int]:
     return numbers
 
 
+def flat_kernel_lun(lun: int) -> int:
+    """The kernel's number for the target's LUN ``lun`` under flat space addressing, as most targets use from
+    LUN 256 (peripheral below, extended flat from 16384): the inverse of ``lun_numbers``' decoding."""
+    if lun < 256:
+        return lun
+    if lun < 0x4000:
+        return 0x4000 | lun
+    return 0xD200 | ((lun >> 16) & 0xFF) | ((lun & 0xFFFF) << 16)
+
+
 def by_path_lun(kernel_lun: int) -> str:
     """The LUN part of a by-path name, as udev's path_id writes it (format_lun_number)."""
     if kernel_lun < 256:

@@ -20,6 +20,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
     by_path_lun,
     by_path_name,
     find_by_path_link,
+    flat_kernel_lun,
     lun_numbers,
     normalize_wwid,
     udev_wwid,
@@ -172,3 +173,10 @@ def test_sysfs_session_that_is_gone(tmp_path: pathlib.Path) -> None:
     assert not session.exists()
     assert session.luns() == []
     assert session.persistent_address() is None
+
+
+@pytest.mark.parametrize("lun", [0, 1, 255, 256, 300, 16383, 16384, 40000, 65535, 0xFFFFFF])
+def test_flat_kernel_lun_is_what_lun_numbers_decodes(lun: int) -> None:
+    # Check mode predicts the by-path name of a LUN no session shows yet.
+    assert lun in lun_numbers(flat_kernel_lun(lun))
+    assert flat_kernel_lun(40000) == 0x9C40D200
