@@ -161,19 +161,37 @@ def _kind(volume: t.Mapping[str, t.Any]) -> str:
     return str(volume.get("driver_volume_type") or "iscsi").lower()
 
 
-def _one_per_portal(volume: t.Mapping[str, t.Any], key: str, value: t.Any, portals: int, what: str) -> None:
-    """Cinder's per-portal list (``target_iqns``, ``target_luns``), which must say what the single key says."""
-    values = _list(volume, key, what)
-    if not values:
-        return
-    if len(values) != portals:
-        raise AnsibleFilterError(f"{what}: {key} has {len(values)} entries for {portals} portals; give one per portal")
-    # iSCSI names compare without case (RFC 3722), LUNs as numbers written either way.
-    if any(str(v).strip().lower() != str(value).lower() for v in values):
+def _portals_of_target(volume: t.Mapping[str, t.Any], iqn: str, lun: int, portals: list[str],
+                       what: str) -> list[str]:
+    """The portals at which ``target_iqn`` shows ``target_lun``, by Cinder's per-portal lists.
+
+    Many arrays give each portal a target of its own (``target_iqns``,
+    ``target_luns``: one per portal). os-brick uses ``target_portal``,
+    ``target_iqn`` and ``target_lun`` alone for one path, and so does this
+    collection: a volume here is one LUN of one target at all its portals,
+    so the other targets' portals are left out. With ``multipath`` asked for
+    in the entry that would drop paths the operator expects: refused.
+    """
+    per_portal = []
+    for key, value in (("target_iqns", iqn), ("target_luns", lun)):
+        values = _list(volume, key, what)
+        if values and len(values) != len(portals):
+            raise AnsibleFilterError(f"{what}: {key} has {len(values)} entries for {len(portals)} portals; give "
+                                     "one per portal")
+        # iSCSI names compare without case (RFC 3722), LUNs as numbers written either way.
+        per_portal.append([str(v).strip().lower() == str(value).lower() for v in values] or [True] * len(portals))
+    kept = [p for p, same_iqn, same_lun in zip(portals, *per_portal, strict=True) if same_iqn and same_lun]
+    if len(kept) == len(portals):
+        return portals
+    others = {key: volume.get(key) for key, same in zip(("target_iqns", "target_luns"), per_portal, strict=True)
+              if not all(same)}
+    if not kept or _flag(volume, "multipath", what):
         raise AnsibleFilterError(
-            f"{what}: {key} {values!r} name another target or LUN behind some portals than {value!r}; a volume "
-            "here is one LUN of one target at all its portals: list only the portals of that target"
+            f"{what}: {', '.join(f'{k} {v!r}' for k, v in others.items())} name another target or LUN behind some "
+            f"portals than {iqn!r} LUN {lun}; multipath here is over the portals of one target: list only the "
+            "portals of that target" + ("" if not kept else ", or leave multipath out to use them alone")
         )
+    return kept
 
 
 def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None) -> dict[str, t.Any]:
@@ -232,8 +250,7 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         raise AnsibleFilterError(f"connection_info: volume {vid}: auth_username_in (mutual CHAP) needs "
                                  "auth_username and auth_password (the target's CHAP) too")
     lun = _lun(volume, f"connection_info: volume {vid}")
-    _one_per_portal(volume, "target_iqns", iqn, len(portals), f"connection_info: volume {vid}")
-    _one_per_portal(volume, "target_luns", lun, len(portals), f"connection_info: volume {vid}")
+    portals = _portals_of_target(volume, iqn, lun, portals, f"connection_info: volume {vid}")
     access_mode = str(volume.get("access_mode") or "rw").lower()
     if access_mode not in ("rw", "ro"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: access_mode must be rw or ro, got {access_mode}")

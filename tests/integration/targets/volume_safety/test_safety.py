@@ -462,7 +462,8 @@ def test_a_catalogue_of_strings_is_read_as_ansible_reads_it(store: Store) -> Non
                              f"volume {vol}: target_portals must be a list"),
                             ({"bus": "ide"}, f"volume {vol}: bus must be one of virtio, scsi, sata"),
                             ({"attach_mode": "host", "wwn": "0xdeadbeef"}, f"volume {vol}: wwn: '0xdeadbeef'"),
-                            ({"target_iqns": [entry["target_iqn"], f"{CONFIG['lab_tgt_iqn_prefix']}:vol-01"],
+                            ({"multipath": True,
+                              "target_iqns": [entry["target_iqn"], f"{CONFIG['lab_tgt_iqn_prefix']}:vol-01"],
                               "target_portals": [CONFIG["lab_tgt_portal"], CONFIG["lab_tgt_portal2"]]},
                              f"volume {vol}: target_iqns"),
                             # A read-only or multiattach flag misspelt or in

@@ -574,10 +574,12 @@ def test_a_cinder_shaped_entry_reads_as_the_flat_one() -> None:
     ("change", "message"),
     [
         ({"attach_mode": "qemu", "access_mode": "ro"}, "volume v: access_mode is 'ro' beside data and 'rw' in data"),
-        ({"data": {"target_iqns": [ENTRY["target_iqn"], "iqn.2026-11.org.openvolume.lab:other"]}},
+        ({"multipath": True, "data": {"target_iqns": [ENTRY["target_iqn"], "iqn.2026-11.org.openvolume.lab:other"]}},
          "volume v: target_iqns ['iqn.2026-11.org.openvolume.lab:vol-01', 'iqn.2026-11.org.openvolume.lab:other'] "
          "name another target or LUN behind some portals"),
-        ({"data": {"target_luns": [1, 2]}}, "volume v: target_luns [1, 2] name another target or LUN"),
+        ({"multipath": True, "data": {"target_luns": [1, 2]}},
+         "volume v: target_luns [1, 2] name another target or LUN"),
+        ({"data": {"target_luns": [2, 2]}}, "volume v: target_luns [2, 2] name another target or LUN"),
         ({"data": {"target_luns": [1]}}, "volume v: target_luns has 1 entries for 2 portals"),
         ({"data": {"driver_volume_type": "fibre_channel"}},
          "driver_volume_type is 'iscsi' beside data and 'fibre_channel' in data"),
@@ -675,3 +677,16 @@ def test_one_volume_under_two_ids_is_refused() -> None:
     attach_plan([{"volume": "vol-01", "instance": "d1"}],
                 {"vol-01": dict(ENTRY), "vol-02": dict(ENTRY, target_lun=2), "odd": "text", "half": {}}, [], "h1")
     attach_plan([{"volume": "r2", "instance": "d1"}], {"r1": rbd, "r2": dict(rbd, cluster_name="dr")}, [], "h1")
+
+
+def test_an_array_with_a_target_per_portal_is_attached_through_the_volumes_own_target() -> None:
+    # PowerStore, Unity, 3PAR, ... give each portal a target of its own. One
+    # path (no multipath in the entry): the portals of target_iqn alone, as
+    # os-brick takes target_portal/target_iqn/target_lun.
+    entry = _cinder_iscsi()
+    entry["data"]["target_iqns"] = [ENTRY["target_iqn"], "iqn.2026-11.org.openvolume.lab:vol-01-b"]
+    data = connection_info(entry, "vol-01")["data"]
+    assert data["target_portals"] == ["127.0.0.1:3260"] and data["target_iqns"] == [ENTRY["target_iqn"]]
+    item = attach_plan([{"volume": "vol-01", "instance": "d1"}], {"vol-01": dict(entry, attach_mode="host")},
+                       [], "h1")[0]
+    assert item["portals"] == ["127.0.0.1:3260"]
