@@ -24,7 +24,8 @@ description:
     as the file has it.
   - Before an RBD disk is hot-plugged the module checks that one of the monitors in O(source.hosts) accepts a
     connection (QEMU would otherwise wait up to five minutes inside libvirt's call when the cluster is down).
-  - A volume is attached once per domain; its source already attached under another serial is an error. The
+  - A volume is attached once per domain; its source already attached under another serial is an error, a block
+    device under any of its names too (a by-path link and C(/dev/sdc), a multipath map and one of its paths). The
     disk found attached with other settings (O(bus), O(cache), O(io), O(discard), O(readonly), O(shareable),
     O(device), O(target_dev)) is an error too, since a hot-plugged disk cannot change them in place; detach it
     first.
@@ -186,7 +187,10 @@ options:
     default: virtio
   serial:
     description:
-      - The disk's serial, the volume id; the disk's identity for idempotence.
+      - The disk's serial, the volume id; the disk's identity for idempotence. At most 64 letters, digits, C(.),
+        C(_), C(:) and C(-).
+      - A virtio guest sees only the first 20 bytes of a serial (C(/dev/disk/by-id/virtio-...)); a virtio disk
+        whose serial begins with the same 20 bytes as another virtio disk's of the domain is refused.
       - Not with O(device=lun) - libvirt refuses a serial there, since the guest sees the LUN's own; such a disk is
         found by its source.
     type: str
