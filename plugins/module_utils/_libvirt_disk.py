@@ -938,6 +938,9 @@ class LibvirtDisks:
             hint = "; source.hosts: the target did not answer there: check the portal and that the target is up"
         elif ("No such file" in msg or "does not exist" in msg) and src.get("path"):
             hint = f"; source.path: {src.get('path')} does not exist on the host"
+        elif "cannot be hotplugged" in msg or "cannot be hot plugged" in msg:
+            hint = (f"; bus: libvirt cannot hot-plug a {spec.bus} disk into a running domain: use bus virtio or scsi, "
+                    "or attach while the domain is shut off")
         elif 'Failed to get "write" lock' in msg:
             hint = "; the image is in use by another disk or domain (shareable: true for multiattach volumes)"
         return f"{spec.where}attaching {spec.label} failed: {msg}{hint}"

@@ -203,6 +203,8 @@ def test_same_serial_other_disk_is_an_error(change: dict[str, t.Any], message: s
         ("Failed to get \"write\" lock", "shareable: true for multiattach volumes"),
         ("internal error: iSCSI login failed: Authentication failure", "source.auth: the target refused the CHAP"),
         ("Failed to connect socket: Connection refused", "source.hosts: the target did not answer there"),
+        ("Operation not supported: disk bus 'sata' cannot be hotplugged.",
+         "bus: libvirt cannot hot-plug a virtio disk into a running domain"),
     ],
 )
 def test_attach_errors_get_a_hint(libvirt_msg: str, hint: str) -> None:
