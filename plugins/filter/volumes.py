@@ -129,6 +129,9 @@ CATALOGUE_KEYS = frozenset((
     "name", "hosts", "ports", "cluster_name", "auth_enabled", "secret_type", "secret_uuid", "keyring", "volume_name",
     # Both.
     "access_mode", "multiattach", "encrypted", "qos_specs", "discard", "cacheable", "serial", "device_path",
+    "logical_block_size", "physical_block_size", "addressing_mode", "enforce_multipath",
+    # What os-brick adds and Nova stores with an attachment's connection_info.
+    "multipath_id", "scsi_wwn",
 ))
 # Keys an operator may reach for that mean something else here.
 _MISPLACED_KEYS = {
@@ -150,7 +153,7 @@ def _check_keys(volume: t.Mapping[str, t.Any], what: str) -> None:
             continue
         hint = _MISPLACED_KEYS.get(name.lower().replace("-", "_"))
         if hint is None:
-            near = difflib.get_close_matches(name.lower().replace("-", "_"), CATALOGUE_KEYS, n=1, cutoff=0.8)
+            near = difflib.get_close_matches(name.lower().replace("-", "_"), CATALOGUE_KEYS, n=1, cutoff=0.85)
             hint = near[0] if near else None
         if hint is not None:
             raise AnsibleFilterError(f"{what}: unknown key {name!r}: did you mean {hint}?")
@@ -219,17 +222,17 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
     vid = volume_id or volume.get("id") or volume.get("volume_id")
     if not vid:
         raise AnsibleFilterError("connection_info: the volume has no id; give it `id` or pass the id as argument")
-    _check_keys(volume, f"connection_info: volume {vid}")
     kind = _kind(volume)
+    if kind not in ("iscsi", "rbd"):
+        raise AnsibleFilterError(
+            f"connection_info: volume {vid}: driver_volume_type must be iscsi or rbd, got {kind!r}")
+    _check_keys(volume, f"connection_info: volume {vid}")
     encrypted = _encrypted(volume, str(vid))
     if kind == "rbd":
         conn = _rbd_connection_info(volume, str(vid))
         if encrypted:
             conn["data"]["encrypted"] = True
         return conn
-    if kind != "iscsi":
-        raise AnsibleFilterError(
-            f"connection_info: volume {vid}: driver_volume_type must be iscsi or rbd, got {kind!r}")
     try:
         iqn = validate_target_name(str(volume.get("target_iqn") or ""), param=f"volume {vid}: target_iqn")
         raw_portals = (_list(volume, "target_portals", f"connection_info: volume {vid}")
