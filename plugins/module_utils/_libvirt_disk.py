@@ -163,9 +163,12 @@ class DiskSpec:
                 raise LibvirtError(f"{w}source.name: required for a network source ({hint})")
             if protocol == "iscsi" and not re.fullmatch(r"\S+/\d+", str(src["name"])):
                 raise LibvirtError(f"{w}source.name: an iSCSI source name is IQN/LUN, got '{src['name']}'")
-            if protocol == "rbd" and not re.fullmatch(r"[^/@\s]+(/[^/@\s]+){1,2}", str(src["name"])):
+            if protocol == "rbd" and not re.fullmatch(r"[^/@\s]+/[^/@\s]+", str(src["name"])):
+                # pool/namespace/image too: libvirt takes what follows the
+                # pool for the image name, and QEMU never finds it.
                 raise LibvirtError(
-                    f"{w}source.name: an RBD source name is pool/image (or pool/namespace/image), got '{src['name']}'"
+                    f"{w}source.name: an RBD source name is pool/image (libvirt cannot attach an image in a "
+                    f"namespace), got '{src['name']}'"
                 )
             # RBD without hosts: QEMU's librbd reads the monitors from the
             # host's /etc/ceph/ceph.conf, as with Cinder's empty hosts list.

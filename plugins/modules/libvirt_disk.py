@@ -102,8 +102,8 @@ options:
         choices: [iscsi, rbd]
       name:
         description:
-          - C(IQN/LUN) for iSCSI; C(pool/image) (or C(pool/namespace/image)) for RBD, the C(name) of Cinder's RBD
-            C(connection_info).
+          - C(IQN/LUN) for iSCSI; C(pool/image) for RBD, the C(name) of Cinder's RBD C(connection_info) (libvirt
+            cannot attach an image in a namespace, C(pool/namespace/image)).
         type: str
       hosts:
         description:

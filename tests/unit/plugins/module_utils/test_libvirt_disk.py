@@ -124,6 +124,8 @@ def test_pick_target_skips_used_names() -> None:
         ({"source": dict(NETWORK, auth={"username": "u"})}, "give exactly one of secret_usage and secret_uuid"),
         ({"state": "absent"}, "state=absent needs serial, source or target_dev"),
         ({"serial": "a b", "source": {"type": "file", "path": "/x"}}, "serial: 'a b'"),
+        ({"source": {"type": "network", "protocol": "rbd", "name": "volumes/ns/img"}},
+         "source.name: an RBD source name is pool/image (libvirt cannot attach an image in a namespace)"),
     ],
 )
 def test_bad_specs_name_the_parameter(params: dict[str, t.Any], message: str) -> None:
