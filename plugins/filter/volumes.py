@@ -12,7 +12,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _host_usage
-from ansible_collections.openvolume.compute.plugins.module_utils._common import is_secret_key
+from ansible_collections.openvolume.compute.plugins.module_utils._common import SERIAL, is_secret_key
 from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
     IscsiError,
     Portal,
@@ -721,22 +721,16 @@ def _identity(volume: t.Any) -> tuple[str, ...] | None:
     return ("iscsi", str(volume["target_iqn"]).strip().lower(), str(lun))
 
 
-def _one_id_per_volume(catalogue: t.Mapping[t.Any, t.Any] | None, vid: str, conn: t.Mapping[str, t.Any]) -> None:
-    """Refuse a catalogue where another id names the same LUN or image: the store holds each id's writers apart,
-    so a single-writer volume under two ids could get two writers."""
-    data = conn["data"]
-    mine = (("rbd", str(data["cluster_name"]), data["name"]) if conn["driver_volume_type"] == "rbd"
-            else ("iscsi", data["target_iqn"].lower(), str(data["target_lun"])))
+def _one_id_per_volume(catalogue: t.Mapping[t.Any, t.Any] | None, vid: str, entry: t.Mapping[str, t.Any]) -> None:
+    """Refuse a catalogue where another id names the same LUN or image (``entry`` is ``vid``'s, already checked):
+    the store holds each id's writers apart, so a single-writer volume under two ids could get two writers."""
+    mine = _identity(entry)
     for key, other in (catalogue or {}).items():
-        if str(key) != vid and _identity(other) == mine:
-            what = f"RBD image {mine[2]}" if mine[0] == "rbd" else f"LUN {mine[2]} of {data['target_iqn']}"
+        if mine is not None and str(key) != vid and _identity(other) == mine:
+            what = f"RBD image {mine[2]}" if mine[0] == "rbd" else f"LUN {mine[2]} of {entry['target_iqn']}"
             raise AnsibleFilterError(
                 f"volume_attach: volumes {vid} and {key} of the catalogue are both {what}; a volume has one id "
                 "(reservations are kept per id): remove one of them")
-
-
-# libvirt_disk's rule for a serial, which is the volume id.
-_SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def attach_plan(
@@ -772,7 +766,7 @@ def attach_plan(
     seen = set()
     for req in _requests(requests, one_volume, one_instance, "volume_attach"):
         vid, inst = str(req["volume"]), str(req["instance"])
-        if not _SERIAL.fullmatch(vid):
+        if not SERIAL.fullmatch(vid):
             # Checked here, before anything is reserved, not at the hot-plug.
             raise AnsibleFilterError(f"volume_attach: volume id {vid!r} is also the disk's serial in the guest: use "
                                      "at most 64 letters, digits, '.', '_', ':' and '-'")
@@ -781,7 +775,7 @@ def attach_plan(
         seen.add((vid, inst))
         entry = catalogue_volume(catalogue, vid)
         conn = connection_info(entry, vid)
-        _one_id_per_volume(catalogue, vid, conn)
+        _one_id_per_volume(catalogue, vid, entry)
         if conn["driver_volume_type"] == "rbd":
             # QEMU opens the image itself through librbd: no host session.
             mode = "rbd"

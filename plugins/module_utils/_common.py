@@ -48,6 +48,16 @@ class OpenVolumeError(Exception):
         self.details = details
 
 
+# A disk's serial, which the roles make the volume id: libvirt_disk's rule,
+# checked by the attach plan too, before anything is reserved.
+SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def bracketed(host: str) -> str:
+    """``host`` for ``host:port`` text: an IPv6 address in brackets, as iSCSI, Ceph and QEMU read it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def is_secret_key(key: object) -> bool:
     """Tell whether a mapping key names a secret value."""
     if not isinstance(key, str):

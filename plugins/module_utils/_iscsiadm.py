@@ -455,16 +455,26 @@ _P3_LUN_ANY = re.compile(r"^scsi\d+ Channel ")
 _P3_DISK = re.compile(r"^Attached scsi disk (?P<disk>\S+)")
 
 
-def persistent_portal(sid: int, sysfs_root: str = SYSFS) -> Portal | None:
-    """The persistent portal of session ``sid`` as sysfs has it (the node record's address); None if unreadable."""
+def persistent_address(sid: int, sysfs_root: str = SYSFS) -> tuple[str, str] | None:
+    """Session ``sid``'s persistent address and port as sysfs has them (the node record's spelling, the one
+    udev names by-path links after); None if unreadable."""
     conn = f"{sysfs_root}/class/iscsi_connection/connection{sid}:0"
     try:
         with open(f"{conn}/persistent_address") as f:
             address = f.read().strip()
         with open(f"{conn}/persistent_port") as f:
-            port = int(f.read().strip())
-        return Portal.make(address, port)
-    except (OSError, ValueError):
+            port = f.read().strip()
+    except OSError:
+        return None
+    return (address, port) if address and port else None
+
+
+def persistent_portal(sid: int, sysfs_root: str = SYSFS) -> Portal | None:
+    """The persistent portal of session ``sid`` as sysfs has it (the node record's address); None if unreadable."""
+    found = persistent_address(sid, sysfs_root)
+    try:
+        return Portal.make(found[0], int(found[1])) if found else None
+    except ValueError:
         return None
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.openvolume.compute.plugins.module_utils import _libvirt as lv
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    SERIAL,
     OpenVolumeError,
     UndoSteps,
     apply_batch,
@@ -43,7 +44,12 @@ from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_secret
     undo_created,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._luks import Credentials, LuksError, luks_volume
-from ansible_collections.openvolume.compute.plugins.module_utils._rbd import Rbd, RbdError, sharing_blockers
+from ansible_collections.openvolume.compute.plugins.module_utils._rbd import (
+    Rbd,
+    RbdError,
+    monitor_addresses,
+    sharing_blockers,
+)
 
 BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
 SECRET_TYPE = {"iscsi": "iscsi", "rbd": "ceph"}
@@ -119,7 +125,7 @@ class DiskSpec:
                     f"{w}target_dev: '{self.target_dev}' is not a device name for bus {self.bus}; "
                     f"use {prefix}b, {prefix}c, ... or leave it out to take the next free one"
                 )
-        if self.serial is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", self.serial):
+        if self.serial is not None and not SERIAL.fullmatch(self.serial):
             raise LibvirtError(f"{w}serial: '{self.serial}' may hold only letters, digits, '.', '_', ':' and '-', "
                                "at most 64 of them")
         if self.device == "lun" and self.bus == "virtio" and self.source and self.source.get("type") == "file":
@@ -760,13 +766,9 @@ class LibvirtDisks:
             return
         auth = src.get("auth") or {}
         key = self._ceph_key(spec, auth) if auth else None
-        # Ceph reads an IPv6 monitor only in brackets (2001:db8::21:6789 is another address).
-        names = [f"[{h['name']}]" if ":" in str(h["name"]) and not str(h["name"]).startswith("[") else str(h["name"])
-                 for h in src.get("hosts") or []]
-        monitors = [f"{name}:{h['port']}" if h.get("port") else name
-                    for name, h in zip(names, src.get("hosts") or [], strict=True)]
         try:
-            info = Rbd(self.module.module).info(image=str(src["name"]), monitors=monitors,
+            # Ceph reads an IPv6 monitor only in brackets (2001:db8::21:6789 is another address).
+            info = Rbd(self.module.module).info(image=str(src["name"]), monitors=monitor_addresses(src.get("hosts")),
                                                 user=auth.get("username"), key=key, param=f"{spec.where}source.name")
         except RbdError as exc:
             raise LibvirtError(exc.msg) from None

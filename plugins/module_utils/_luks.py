@@ -47,9 +47,11 @@ from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import (
     OpenVolumeError,
+    bracketed,
     mask_secrets,
     skip_if_check_mode,
 )
+from ansible_collections.openvolume.compute.plugins.module_utils._rbd import monitor_addresses
 
 LUKS_MAGIC = b"LUKS\xba\xbe"
 # What is read to tell a header, a blank volume and data apart.
@@ -111,10 +113,7 @@ def protocol_options(source: t.Mapping[str, t.Any], workdir: str, *, with_auth: 
     if source.get("protocol") == "iscsi":
         iqn, _slash, lun = str(source["name"]).rpartition("/")
         host = (source.get("hosts") or [{}])[0]
-        name = str(host.get("name"))
-        if ":" in name and not name.startswith("["):
-            name = f"[{name}]"
-        portal = f"{name}:{host.get('port') or ISCSI_PORT}"
+        portal = f"{bracketed(str(host.get('name')))}:{host.get('port') or ISCSI_PORT}"
         opts = {"file.driver": "iscsi", "file.transport": "tcp", "file.portal": portal, "file.target": iqn,
                 "file.lun": lun}
         if auth and with_auth:
@@ -126,14 +125,8 @@ def protocol_options(source: t.Mapping[str, t.Any], workdir: str, *, with_auth: 
         opts["file.namespace"] = parts[1]
     hosts = source.get("hosts") or []
     if hosts:
-        monitors = []
-        for h in hosts:
-            name = str(h["name"])
-            if ":" in name and not name.startswith("["):
-                name = f"[{name}]"
-            monitors.append(f"{name}:{h['port']}" if h.get("port") else name)
         conf = os.path.join(workdir, "ceph.conf")
-        lines = ["[global]", f"mon_host = {','.join(monitors)}"]
+        lines = ["[global]", f"mon_host = {','.join(monitor_addresses(hosts))}"]
         if not auth:
             lines.append("auth_client_required = none")
         if not os.path.exists(conf):

@@ -18,7 +18,11 @@ import os
 import tempfile
 import typing as t
 
-from ansible_collections.openvolume.compute.plugins.module_utils._common import OpenVolumeError, mask_secrets
+from ansible_collections.openvolume.compute.plugins.module_utils._common import (
+    OpenVolumeError,
+    bracketed,
+    mask_secrets,
+)
 
 # Features that keep an image from being written by several clients at once.
 EXCLUSIVE_FEATURES = ("exclusive-lock",)
@@ -71,6 +75,12 @@ class Rbd:
             return t.cast("dict[str, t.Any]", json.loads(out))
         except ValueError:
             raise RbdError(f"{param}: rbd info {image} printed no JSON: {out[:200]}") from None
+
+
+def monitor_addresses(hosts: t.Sequence[t.Mapping[str, t.Any]] | None) -> list[str]:
+    """The monitors of a libvirt RBD source as Ceph reads them: ``host:port``, IPv6 in brackets, no port if none."""
+    return [f"{bracketed(str(h['name']))}:{h['port']}" if h.get("port") else bracketed(str(h["name"]))
+            for h in hosts or []]
 
 
 def sharing_blockers(info: t.Mapping[str, t.Any]) -> list[str]:

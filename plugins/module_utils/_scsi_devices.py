@@ -22,11 +22,14 @@ import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.openvolume.compute.plugins.module_utils._common import wait_until
-from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import IscsiError
+from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm import (
+    SYSFS,
+    IscsiError,
+    persistent_address,
+)
 
 # The largest LUN number the kernel's iSCSI initiator takes (its max_lun).
 MAX_LUN = 2**32 - 1
-SYSFS = "/sys"
 BY_PATH_DIR = "/dev/disk/by-path"
 POLL_INTERVAL = 0.05
 
@@ -279,9 +282,7 @@ class SysfsSession:
 
     def persistent_address(self) -> tuple[str, str] | None:
         """The connection's persistent address and port, the ones udev names by-path links after."""
-        conn = f"{self.root}/class/iscsi_connection/connection{self.sid}:0"
-        address, port = self._read(f"{conn}/persistent_address"), self._read(f"{conn}/persistent_port")
-        return (address, port) if address and port else None
+        return persistent_address(self.sid, self.root)
 
     def luns(self) -> list[ScsiLun]:
         """The SCSI devices of the session, disks or not (tgtd's LUN 0 is a controller)."""
