@@ -510,13 +510,24 @@ def disks_of(root: t.Any) -> list[t.Any]:
 
 
 def find_disk(root: t.Any, spec: DiskSpec) -> t.Any | None:
-    """The disk of ``spec`` in a domain: by serial first, else by source, else by target_dev."""
+    """The disk of ``spec`` in a domain: by serial first, else by source, else by target_dev.
+
+    A serial on two disks (made outside this module) is refused unless
+    ``target_dev`` names one of them: taking the first could pull a disk the
+    guest uses in place of the volume's.
+    """
     disks = disks_of(root)
     if spec.serial:
-        for d in disks:
-            s = d.find("serial")
-            if s is not None and s.text == spec.serial:
-                return d
+        matches = [d for d in disks if (d.findtext("serial") or None) == spec.serial]
+        if len(matches) > 1 and spec.target_dev:
+            matches = [d for d in matches if _target_dev(d) == spec.target_dev] or matches
+        if len(matches) > 1:
+            raise LibvirtError(
+                f"{spec.where}serial: {spec.serial} is the serial of {len(matches)} disks of {spec.domain} "
+                f"({', '.join(str(_target_dev(d)) for d in matches)}); give target_dev to say which one is the "
+                "volume's, or give one of them another serial")
+        if matches:
+            return matches[0]
         if spec.state == "present" or not (spec.source or spec.target_dev):
             return None
     if spec.source:
@@ -526,10 +537,14 @@ def find_disk(root: t.Any, spec: DiskSpec) -> t.Any | None:
                 return d
     if spec.state == "absent" and spec.target_dev:
         for d in disks:
-            tgt = d.find("target")
-            if tgt is not None and tgt.get("dev") == spec.target_dev:
+            if _target_dev(d) == spec.target_dev:
                 return d
     return None
+
+
+def _target_dev(disk: t.Any) -> str | None:
+    tgt = disk.find("target")
+    return tgt.get("dev") if tgt is not None else None
 
 
 def used_targets(*roots: t.Any) -> set[str]:
@@ -885,8 +900,7 @@ class LibvirtDisks:
         used = used_targets(*views.values())
         target = spec.target_dev or pick_target(spec.bus, used)
         if target in used:
-            other = next(disk_info(d) for root in views.values() for d in disks_of(root)
-                         if d.find("target") is not None and d.find("target").get("dev") == target)
+            other = next(disk_info(d) for root in views.values() for d in disks_of(root) if _target_dev(d) == target)
             raise LibvirtError(
                 f"{spec.where}target_dev: {target} of {dom.name} is taken by another disk (serial "
                 f"{other['serial']}, source {_where(other)}); choose another target_dev or leave it out"

@@ -94,6 +94,21 @@ def test_find_by_serial_then_source_then_target() -> None:
     assert find_disk(root, DiskSpec.from_params({"domain": "d", "state": "absent", "target_dev": "sda"})) is not None
 
 
+def test_a_serial_on_two_disks_is_refused_unless_target_dev_says_which() -> None:
+    two = ('<domain><devices>'
+           '<disk type="file" device="disk"><source file="/a"/><target dev="sdb" bus="scsi"/><serial>vol-d</serial></disk>'
+           '<disk type="file" device="disk"><source file="/b"/><target dev="sdc" bus="scsi"/><serial>vol-d</serial></disk>'
+           '</devices></domain>')
+    root = etree.fromstring(two)
+    absent = {"domain": "d", "state": "absent", "serial": "vol-d"}
+    with pytest.raises(LibvirtError, match=r"serial: vol-d is the serial of 2 disks of d \(sdb, sdc\); give target_dev"):
+        find_disk(root, DiskSpec.from_params(absent))
+    chosen = find_disk(root, DiskSpec.from_params(dict(absent, target_dev="sdc")))
+    assert chosen is not None and chosen.find("source").get("file") == "/b"
+    with pytest.raises(LibvirtError, match="is the serial of 2 disks"):
+        find_disk(root, DiskSpec.from_params(dict(absent, target_dev="sdz")))
+
+
 def test_source_key_fills_default_ports() -> None:
     a = dict(NETWORK, hosts=[{"name": "127.0.0.1"}])
     assert source_key(a) == source_key(NETWORK)
