@@ -353,10 +353,23 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
     access_mode = str(volume.get("access_mode") or "rw").lower()
     if access_mode not in ("rw", "ro"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: access_mode must be rw or ro, got {access_mode}")
+    cluster = "ceph" if _unset(volume.get("cluster_name")) else str(volume["cluster_name"]).strip()
+    if cluster != "ceph" and not hosts:
+        # libvirt's disk has no cluster name: without monitors librados reads
+        # the host's /etc/ceph/ceph.conf, the default cluster's, and would open
+        # an image of the same name there.
+        raise AnsibleFilterError(
+            f"connection_info: volume {vid}: cluster_name {cluster!r} needs hosts (the monitors of that cluster): "
+            "without them the host's /etc/ceph/ceph.conf, the cluster named ceph, would be used")
     user = volume.get("auth_username")
     if isinstance(user, str) and user.startswith("client."):
         # The cephx id: librados and rbd --id put "client." in front themselves.
         user = user[len("client."):]
+    auth = _rbd_auth_enabled(volume, vid, user)
+    if not auth:
+        # Cinder sets auth_enabled false and still names its rbd_user when
+        # the compute is to use its own cephx settings; this host has none.
+        user = None
     if user and not volume.get("auth_key"):
         raise AnsibleFilterError(f"connection_info: volume {vid}: auth_key (the cephx key of {user}) is needed with "
                                  "auth_username")
@@ -365,14 +378,29 @@ def _rbd_connection_info(volume: t.Mapping[str, t.Any], vid: str) -> dict[str, t
         "name": name,
         "hosts": hosts,
         "ports": ports,
-        "cluster_name": volume.get("cluster_name", "ceph"),
-        "auth_enabled": bool(user),
+        "cluster_name": cluster,
+        "auth_enabled": auth,
         "auth_username": user,
         "secret_type": "ceph",
         "access_mode": access_mode,
         "multiattach": _flag(volume, "multiattach", f"connection_info: volume {vid}"),
     }
     return {"driver_volume_type": "rbd", "data": data}
+
+
+def _rbd_auth_enabled(volume: t.Mapping[str, t.Any], vid: str, user: t.Any) -> bool:
+    """Whether an RBD entry uses cephx: its ``auth_enabled``, by default whether it names a user."""
+    if _unset(volume.get("auth_enabled")):
+        return bool(user)
+    enabled = _flag(volume, "auth_enabled", f"connection_info: volume {vid}")
+    if enabled and not user:
+        raise AnsibleFilterError(f"connection_info: volume {vid}: auth_enabled is true but no auth_username (the "
+                                 "cephx user) is given; give auth_username and auth_key, or set auth_enabled: false")
+    if not enabled and volume.get("auth_key"):
+        raise AnsibleFilterError(f"connection_info: volume {vid}: auth_enabled is false but auth_key is given; set "
+                                 "auth_enabled: true (or leave it out) to use cephx, or drop auth_key to attach "
+                                 "without cephx")
+    return enabled
 
 
 def _monitor(value: t.Any, what: str) -> str:

@@ -979,6 +979,13 @@ class LibvirtDisks:
                 return "; source.auth: the cluster requires cephx: give the user and its libvirt secret"
             return (f"; source.auth: Ceph refused {user}: check source.auth.username and that the libvirt secret "
                     "holds that user's key (libvirt_secret, usage_type: ceph)")
+        if "error connecting: Operation not supported" in msg:
+            # The monitor and the client share no auth method.
+            if not auth:
+                return ("; source.auth: the cluster requires cephx and the disk has none: give the user and its "
+                        "libvirt secret (in a catalogue: auth_username, auth_key, auth_enabled true or left out)")
+            return (f"; source.auth: the cluster takes no cephx from clients (auth_client_required): leave out "
+                    f"the user {user}")
         if "error connecting: Invalid argument" in msg:
             return (f"; source.auth: the libvirt secret for {user} does not hold a cephx key: set it with "
                     "libvirt_secret, usage_type: ceph, value: the key as 'ceph auth get-key' prints it")

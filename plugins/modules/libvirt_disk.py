@@ -193,6 +193,8 @@ options:
         whose serial begins with the same 20 bytes as another virtio disk's of the domain is refused.
       - Not with O(device=lun) - libvirt refuses a serial there, since the guest sees the LUN's own; such a disk is
         found by its source.
+      - A serial found on two disks of the domain (attached by other means) is an error unless O(target_dev) names
+        one of them; the module never guesses which disk to detach or check.
     type: str
   cache:
     description: The cache mode of QEMU's driver.

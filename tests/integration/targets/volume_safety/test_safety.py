@@ -485,6 +485,47 @@ def test_a_catalogue_of_strings_is_read_as_ansible_reads_it(store: Store) -> Non
     assert has_disk(DOM1, vol) == {"live": False, "config": False}
 
 
+def test_rbd_entries_that_would_drop_cephx_or_open_another_cluster(store: Store) -> None:
+    """Cinder's RBD data as older releases give it, and entries that contradict themselves, on the lab's
+    cluster (cephx required)."""
+    vol = "rbd-05"  # no other case uses it
+    data = {"name": f"{CONFIG.get('lab_ceph_pool', 'volumes')}/{vol}", "hosts": [CONFIG["lab_ceph_mon_addr"]],
+            "ports": [CONFIG["lab_ceph_mon_port_v1"]], "cluster_name": "ceph", "auth_enabled": False,
+            "auth_username": CONFIG["lab_ceph_client"], "secret_type": "ceph", "secret_uuid": None,
+            "volume_id": vol, "discard": True}
+
+    def entry(**change: t.Any) -> dict[str, t.Any]:
+        return {"openvolume_volumes": {vol: {"driver_volume_type": "rbd", "bus": "scsi",
+                                             "data": {k: v for k, v in dict(data, **change).items() if v != "-"}}}}
+
+    # auth_enabled false (Cinder without rbd_secret_uuid): no cephx, as Nova
+    # without its own rbd_user; this cluster refuses that at the hot-plug,
+    # said in the error, and the reservation is rolled back.
+    run = attach(store, vol, DOM1, extra=entry())
+    assert run.rc != 0 and "error connecting: Operation not supported; source.auth: the cluster requires cephx " \
+        "and the disk has none" in run.out, run.out[-3000:]
+    assert store.attachments(vol) == {}
+    assert has_disk(DOM1, vol) == {"live": False, "config": False}
+    assert f"openvolume/{vol}" not in secrets()
+    # Entries that contradict themselves, or a cluster named without its
+    # monitors (the host's ceph.conf is another cluster's), fail in the plan.
+    for change, message in (({"auth_key": CONFIG["lab_ceph_client_key"]}, "auth_enabled is false but auth_key"),
+                            ({"auth_enabled": True, "auth_username": None}, "auth_enabled is true but no "
+                             "auth_username"),
+                            ({"cluster_name": "dr", "hosts": "-", "ports": "-"},
+                             "cluster_name 'dr' needs hosts (the monitors of that cluster)")):
+        run = attach(store, vol, DOM1, extra=entry(**change))
+        assert run.rc != 0 and f"volume {vol}: {message}" in run.out, (change, run.out[-3000:])
+        assert CONFIG["lab_ceph_client_key"] not in run.out
+        assert store.attachments(vol) == {}
+        assert has_disk(DOM1, vol) == {"live": False, "config": False}
+    # The same data with cephx on: attached, then detached.
+    ok(attach(store, vol, DOM1, extra=entry(auth_enabled=True, auth_key=CONFIG["lab_ceph_client_key"])))
+    assert has_disk(DOM1, vol) == {"live": True, "config": True}
+    ok(detach(store, vol, DOM1))
+    assert_nothing_left(store, vol, DOM1)
+
+
 # --- drift -----------------------------------------------------------------------------------------------
 def test_drift_is_repaired(store: Store) -> None:
     vol = VOLS[2]

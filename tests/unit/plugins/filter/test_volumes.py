@@ -698,3 +698,40 @@ def test_an_rbd_image_in_a_namespace_is_refused_in_the_plan() -> None:
     with pytest.raises(AnsibleFilterError) as err:
         attach_plan([{"volume": "r1", "instance": "d1"}], {"r1": rbd}, [], "h1")
     assert "name 'volumes/ns/img' is an image in an RBD namespace, which libvirt cannot attach" in str(err.value)
+
+
+def test_rbd_auth_enabled_as_cinder_and_nova_read_it() -> None:
+    base = {"driver_volume_type": "rbd", "name": "volumes/volume-1", "hosts": ["10.0.0.1"]}
+    # Cinder without rbd_secret_uuid (older releases): auth_enabled false and
+    # still its rbd_user; Nova then uses the compute's own cephx settings,
+    # which a host here has none of: no cephx, no secret.
+    cinder = {"driver_volume_type": "rbd", "data": dict(base, auth_enabled=False, auth_username="cinder",
+                                                         secret_type="ceph", secret_uuid=None)}
+    data = connection_info(cinder, "volume-1")["data"]
+    assert data["auth_enabled"] is False and data["auth_username"] is None
+    item = attach_plan([{"volume": "volume-1", "instance": "d1"}], {"volume-1": cinder}, [], "h1")[0]
+    assert "auth" not in item["qemu_source"] and item["secret_usage"] is None
+    assert secret_entries([item], {"volume-1": cinder}) == []
+    # "true" as a survey or -e gives it, with its user and key: cephx.
+    data = connection_info(dict(base, auth_enabled="true", auth_username="cinder", auth_key="K"), "volume-1")["data"]
+    assert data["auth_enabled"] is True and data["auth_username"] == "cinder"
+    for entry, message in (
+        (dict(base, auth_enabled=True), "auth_enabled is true but no auth_username"),
+        (dict(base, auth_enabled=False, auth_username="cinder", auth_key="K"), "auth_enabled is false but auth_key"),
+        (dict(base, auth_enabled="maybe", auth_username="cinder", auth_key="K"), "auth_enabled must be true or false"),
+    ):
+        with pytest.raises(AnsibleFilterError) as err:
+            connection_info(entry, "volume-1")
+        assert message in str(err.value)
+
+
+def test_an_rbd_cluster_name_without_its_monitors_is_refused() -> None:
+    # libvirt's disk names no cluster: without hosts the host's ceph.conf (cluster ceph) would be opened.
+    rbd = {"driver_volume_type": "rbd", "name": "volumes/volume-1", "cluster_name": "dr"}
+    with pytest.raises(AnsibleFilterError) as err:
+        attach_plan([{"volume": "r1", "instance": "d1"}], {"r1": rbd}, [], "h1")
+    assert "cluster_name 'dr' needs hosts (the monitors of that cluster)" in str(err.value)
+    assert connection_info(dict(rbd, hosts=["10.0.0.1"]), "r1")["data"]["cluster_name"] == "dr"
+    assert connection_info(dict(rbd, cluster_name="ceph"), "r1")["data"]["cluster_name"] == "ceph"
+    assert connection_info(dict(rbd, cluster_name=None), "r1")["data"]["cluster_name"] == "ceph"
+

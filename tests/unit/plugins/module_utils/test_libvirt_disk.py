@@ -95,13 +95,11 @@ def test_find_by_serial_then_source_then_target() -> None:
 
 
 def test_a_serial_on_two_disks_is_refused_unless_target_dev_says_which() -> None:
-    two = ('<domain><devices>'
-           '<disk type="file" device="disk"><source file="/a"/><target dev="sdb" bus="scsi"/><serial>vol-d</serial></disk>'
-           '<disk type="file" device="disk"><source file="/b"/><target dev="sdc" bus="scsi"/><serial>vol-d</serial></disk>'
-           '</devices></domain>')
-    root = etree.fromstring(two)
+    disk = ('<disk type="file" device="disk"><source file="/{}"/><target dev="{}" bus="scsi"/>'
+            '<serial>vol-d</serial></disk>')
+    root = etree.fromstring(f"<domain><devices>{disk.format('a', 'sdb')}{disk.format('b', 'sdc')}</devices></domain>")
     absent = {"domain": "d", "state": "absent", "serial": "vol-d"}
-    with pytest.raises(LibvirtError, match=r"serial: vol-d is the serial of 2 disks of d \(sdb, sdc\); give target_dev"):
+    with pytest.raises(LibvirtError, match=r"serial: vol-d is the serial of 2 disks of d \(sdb, sdc\); give target"):
         find_disk(root, DiskSpec.from_params(absent))
     chosen = find_disk(root, DiskSpec.from_params(dict(absent, target_dev="sdc")))
     assert chosen is not None and chosen.find("source").get("file") == "/b"
@@ -468,6 +466,18 @@ def test_monitor_probe() -> None:
 def test_rbd_attach_errors_get_a_hint(libvirt_msg: str, hint: str) -> None:
     msg = LibvirtDisks._explain_attach(spec(source=RBD, serial="volume-01"), libvirt_msg)
     assert msg.startswith("attaching disk volume-01 of d failed: " + libvirt_msg + "; " + hint)
+
+
+def test_an_rbd_disk_without_cephx_on_a_cephx_cluster_is_told_so() -> None:
+    # What the lab's cluster (auth client required = cephx) answers a disk without <auth>.
+    libvirt_msg = ("internal error: unable to execute QEMU command 'blockdev-add': error connecting: "
+                   "Operation not supported")
+    plain = {k: v for k, v in RBD.items() if k != "auth"}
+    msg = LibvirtDisks._explain_attach(spec(source=plain, serial="volume-01"), libvirt_msg)
+    assert msg.endswith("; source.auth: the cluster requires cephx and the disk has none: give the user and its "
+                        "libvirt secret (in a catalogue: auth_username, auth_key, auth_enabled true or left out)")
+    msg = LibvirtDisks._explain_attach(spec(source=RBD, serial="volume-01"), libvirt_msg)
+    assert "the cluster takes no cephx from clients" in msg
 
 
 ENCRYPTED = dict(NETWORK, encryption={"format": "luks", "secret_usage": "openvolume/vol-01/luks"})
