@@ -20,6 +20,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm impor
     validate_target_name,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
+    ADDRESSING_MODES,
     MAX_LUN,
     DeviceError,
     normalize_wwid,
@@ -269,11 +270,26 @@ def connection_info(volume: t.Mapping[str, t.Any], volume_id: str | None = None)
         "multiattach": _flag(volume, "multiattach", f"connection_info: volume {vid}"),
         "auth_method": "CHAP" if volume.get("auth_username") else None,
     }
+    addressing = _addressing_mode(volume, vid)
+    if addressing:
+        data["addressing_mode"] = addressing
     if encrypted:
         # As Cinder says it; the passphrase stays in the catalogue.
         data["encrypted"] = True
     data.update(volume_secrets(volume)["chap"])
     return {"driver_volume_type": "iscsi", "data": data}
+
+
+def _addressing_mode(volume: t.Mapping[str, t.Any], vid: str) -> str | None:
+    """Cinder's ``addressing_mode`` (how the array numbers LUNs), spelt as os-brick does; None when not given."""
+    value = volume.get("addressing_mode")
+    if _unset(value):
+        return None
+    for mode in ADDRESSING_MODES:
+        if str(value).strip().lower() == mode.lower():
+            return mode
+    raise AnsibleFilterError(f"connection_info: volume {vid}: addressing_mode must be one of "
+                             f"{', '.join(ADDRESSING_MODES)} (Cinder's names), got {value!r}")
 
 
 _CHAP_KEYS = ("auth_username", "auth_password", "auth_username_in", "auth_password_in")
@@ -645,13 +661,13 @@ def session_volumes(items: t.Sequence[t.Mapping[str, t.Any]], resize: bool = Fal
             data = item["connection_info"]["data"]
             entry: dict[str, t.Any] = {
                 "volume_id": item["volume_id"], "target": data["target_iqn"], "portals": item["portals"],
-                "lun": data["target_lun"], "multipath": item["multipath"], "ifaces": item.get("ifaces") or None,
-                "wwid": item.get("wwn") or None}
+                "lun": data["target_lun"], "addressing_mode": data.get("addressing_mode"),
+                "multipath": item["multipath"], "ifaces": item.get("ifaces") or None, "wwid": item.get("wwn") or None}
         else:
             entry = {
                 "volume_id": item.get("volume_id"), "target": item["target"],
                 "portals": item.get("portals") or ([item["portal"]] if item.get("portal") else []),
-                "lun": item.get("lun") or 0,
+                "lun": item.get("lun") or 0, "addressing_mode": item.get("addressing_mode"),
                 "ifaces": item.get("ifaces") or ([item["iface"]] if item.get("iface") else None),
                 "wwid": item.get("wwid") or None}
         if resize:

@@ -45,6 +45,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._iscsiadm impor
     validate_target_name,
 )
 from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices import (
+    ADDRESSING_MODES,
     MAX_LUN,
     DeviceError,
     Disk,
@@ -53,8 +54,8 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
     ScsiLun,
     SysfsSession,
     by_path_name,
-    flat_kernel_lun,
     initiator_name,
+    kernel_lun_for,
     normalize_wwid,
 )
 
@@ -86,6 +87,8 @@ class SessionRequest:
     rescan: bool
     expected_wwid: str | None = None
     resize: bool = False
+    # The target's LUN numbering (Cinder's addressing_mode), when known.
+    addressing: str | None = None
     # In a batch: the caller's name for the volume (returned as is) and
     # where the entry is (``volumes[2]``), for errors.
     volume_id: str | None = None
@@ -111,7 +114,8 @@ class SessionRequest:
         return cls(target=target, portals=portals, lun=params["lun"], ifaces=ifaces,
                    multipath=params["multipath"], wait_timeout=float(params["wait_timeout"]),
                    rescan=params["rescan"], expected_wwid=normalize_wwid(wwid, param="wwid") if wwid else None,
-                   resize=bool(params.get("resize")), volume_id=params.get("volume_id"))
+                   resize=bool(params.get("resize")), volume_id=params.get("volume_id"),
+                   addressing=params.get("addressing_mode"))
 
     def named(self, msg: str) -> str:
         """``msg`` with the batch entry it is about in front (``volumes[2] (vol-7): ...``)."""
@@ -298,8 +302,8 @@ class IscsiSession:
                                  for p, s in plan.existing.items() if p in plan.wanted and s.sid is not None}))
             sessions = [self._sessions_of(req, plan, details) for req, plan in zip(reqs, plans, strict=True)]
             pairs = [(req, s) for req, ordered in zip(reqs, sessions, strict=True) for s in ordered[0]]
-            appeared = self.devices.wait_for_luns([(SysfsSession(s.sid or 0), req.lun) for req, s in pairs],
-                                                  timeout=deadline.left())
+            appeared = self.devices.wait_for_luns(
+                [(SysfsSession(s.sid or 0), req.lun, req.addressing) for req, s in pairs], timeout=deadline.left())
             waits = {(id(req), s.sid): appeared.get(i) for i, (req, s) in enumerate(pairs)}
             results = []
             for req, plan, (ordered, others) in zip(reqs, plans, sessions, strict=True):
@@ -435,9 +439,10 @@ class IscsiSession:
     def _predicted(self, req: SessionRequest, plan: _Connect) -> dict[str, t.Any]:
         result = self._base_result(req, plan)
         # No device exists yet: the by-path name the LUN will get through the
-        # first path (flat space addressing from LUN 256, as most targets use).
+        # first path (under the target's addressing_mode; without it, flat
+        # space addressing from LUN 256, as most targets use).
         first = plan.wanted[0].portal
-        kernel_lun = flat_kernel_lun(req.lun)
+        kernel_lun = kernel_lun_for(req.lun, req.addressing)
         name = by_path_name(address=first.literal, port=first.port, target=req.target, kernel_lun=kernel_lun)
         result["device_path"] = f"/dev/disk/by-path/{name}"
         result["sessions"] = [{"portal": str(p.portal), "iface": p.iface, "sid": s.sid}
@@ -490,15 +495,17 @@ class IscsiSession:
         times: dict[str, float] = {}
         for s in sessions:
             sysfs = SysfsSession(s.sid or 0)
-            lun = sysfs.find_lun(req.lun) if appeared.get(s.sid) is not None else None
+            lun = sysfs.find_lun(req.lun, req.addressing) if appeared.get(s.sid) is not None else None
             if lun is not None:
                 times[f"/dev/{lun.disk}"] = appeared[s.sid] or 0.0
             if lun is None:
                 seen = ", ".join(d.hctl + (f" ({d.disk})" if d.disk else "") for d in sysfs.luns()) or "none"
                 raise DeviceError(
                     f"lun: LUN {req.lun} of {req.target} did not appear at {_path_of(s)} within "
-                    f"{deadline.seconds:g}s (the session has SCSI devices: {seen}); check the LUN number and "
-                    "that the target maps it to this initiator, or raise wait_timeout"
+                    f"{deadline.seconds:g}s (the session has SCSI devices: {seen}); check the LUN number"
+                    + (f" and addressing_mode (under {req.addressing} it is the kernel's LUN "
+                       f"{kernel_lun_for(req.lun, req.addressing)})" if req.addressing else "")
+                    + " and that the target maps it to this initiator, or raise wait_timeout"
                 )
             found.append(_Found(s, sysfs, lun, Disk(str(lun.disk))))
         size_before = found[0].disk.size() if found else 0
@@ -596,7 +603,7 @@ class IscsiSession:
             candidates.setdefault(name, []).append(f.disk.name)
         for s in others:
             sysfs = SysfsSession(s.sid or 0)
-            lun = sysfs.find_lun(req.lun)
+            lun = sysfs.find_lun(req.lun, req.addressing)
             if lun is not None and lun.disk and Disk(lun.disk).wwid() == wwid:
                 name = name_of(sysfs, lun.lun)
                 if name in candidates:
@@ -698,7 +705,7 @@ class IscsiSession:
         sessions = [x for x in details if req.owns(x) and x.sid is not None]
         found: list[tuple[SessionDetail, Disk, int]] = []
         for sess in sessions:
-            lun = SysfsSession(sess.sid or 0).find_lun(req.lun)
+            lun = SysfsSession(sess.sid or 0).find_lun(req.lun, req.addressing)
             if lun is not None:
                 found.append((sess, Disk(str(lun.disk)), lun.lun))
         disks = [d for _s, d, _l in found]
@@ -722,7 +729,7 @@ class IscsiSession:
 
 # The options of one volume, at the top level (the single form) and in each
 # entry of ``volumes`` (the batch form); the rest are shared by the batch.
-VOLUME_OPTIONS = ("target", "portals", "lun", "iface", "ifaces", "multipath", "wwid", "resize")
+VOLUME_OPTIONS = ("target", "portals", "lun", "addressing_mode", "iface", "ifaces", "multipath", "wwid", "resize")
 
 
 def volume_spec() -> dict[str, t.Any]:
@@ -731,6 +738,7 @@ def volume_spec() -> dict[str, t.Any]:
         "target": {"type": "str"},
         "portals": {"type": "list", "elements": "str"},
         "lun": {"type": "int"},
+        "addressing_mode": {"type": "str", "choices": list(ADDRESSING_MODES)},
         "iface": {"type": "str"},
         "ifaces": {"type": "list", "elements": "str"},
         "multipath": {"type": "bool"},

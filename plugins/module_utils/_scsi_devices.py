@@ -84,6 +84,31 @@ def flat_kernel_lun(lun: int) -> int:
     return 0xD200 | ((lun >> 16) & 0xFF) | ((lun & 0xFFFF) << 16)
 
 
+# Cinder's ``addressing_mode`` (os-brick's names): how the array numbers its
+# LUNs, when its driver says. SAM and transparent: the kernel's number is the
+# LUN; SAM2: peripheral below 256, flat space from it; SAM3-flat: flat space
+# for every LUN. Without it, ``lun_numbers`` decodes every encoding.
+ADDRESSING_MODES = ("SAM", "transparent", "SAM2", "SAM3-flat")
+
+
+def kernel_lun_for(lun: int, addressing: str | None = None) -> int:
+    """The kernel's number for the target's LUN ``lun`` under ``addressing`` (None: flat from 256, as most
+    targets number them)."""
+    if addressing in ("SAM", "transparent"):
+        return lun
+    if addressing == "SAM3-flat" and lun < 0x4000:
+        return 0x4000 | lun
+    return flat_kernel_lun(lun)
+
+
+def is_lun(kernel_lun: int, lun: int, addressing: str | None = None) -> bool:
+    """Whether the kernel's LUN number ``kernel_lun`` is the target's LUN ``lun``: exactly under a known
+    ``addressing``, else under any encoding that decodes to it."""
+    if addressing is None:
+        return lun in lun_numbers(kernel_lun)
+    return kernel_lun == kernel_lun_for(lun, addressing)
+
+
 def by_path_lun(kernel_lun: int) -> str:
     """The LUN part of a by-path name, as udev's path_id writes it (format_lun_number)."""
     if kernel_lun < 256:
@@ -309,23 +334,21 @@ class SysfsSession:
                 found.append(ScsiLun(h, c, t_, lun, blocks[0] if blocks else None))
         return sorted(found, key=lambda d: d.lun)
 
-    def find_lun(self, lun: int) -> ScsiLun | None:
-        """The disk of the target's LUN ``lun``, whatever addressing the target uses.
+    def find_lun(self, lun: int, addressing: str | None = None) -> ScsiLun | None:
+        """The disk of the target's LUN ``lun``: under the target's ``addressing`` when known, else whatever
+        addressing the target uses.
 
         Raises DeviceError when two disks could both be meant.
         """
-        matches = [d for d in self.luns() if d.disk and lun in lun_numbers(d.lun)]
+        matches = [d for d in self.luns() if d.disk and is_lun(d.lun, lun, addressing)]
         if len(matches) > 1:
             raise DeviceError(
                 f"lun: LUN {lun} of session {self.sid} could be any of "
-                f"{', '.join(f'{d.disk} ({d.hctl})' for d in matches)}; give the kernel's LUN number "
-                "(the last number of H:C:T:L) instead"
+                f"{', '.join(f'{d.disk} ({d.hctl})' for d in matches)}; give the target's addressing_mode "
+                f"({', '.join(ADDRESSING_MODES)}; Cinder's drivers name it), or the kernel's LUN number (the last "
+                "number of H:C:T:L) with addressing_mode SAM"
             )
         return matches[0] if matches else None
-
-    def other_disks(self, lun: int) -> list[ScsiLun]:
-        """The disks of the session that are not LUN ``lun``."""
-        return [d for d in self.luns() if d.disk and lun not in lun_numbers(d.lun)]
 
 
 @dataclass
@@ -420,20 +443,8 @@ class ScsiDevices:
         self.module = module
         self.multipath = Multipath(module)
 
-    def wait_for_lun(self, session: SysfsSession, lun: int, *, timeout: float) -> ScsiLun | None:
-        """Wait until the session has a disk for LUN ``lun``."""
-        found: list[ScsiLun] = []
-
-        def present() -> bool:
-            d = session.find_lun(lun)
-            if d is not None:
-                found.append(d)
-            return d is not None
-
-        wait_for(present, timeout=timeout)
-        return found[-1] if found else None
-
-    def wait_for_luns(self, wanted: t.Sequence[tuple[SysfsSession, int]], *, timeout: float) -> dict[int, float]:
+    def wait_for_luns(self, wanted: t.Sequence[tuple[SysfsSession, int, str | None]], *,
+                      timeout: float) -> dict[int, float]:
         """Wait until every (session, LUN) of ``wanted`` has its disk: one bounded poll over all of them.
 
         Returns, for the index of each pair in ``wanted`` that appeared, the
@@ -444,8 +455,8 @@ class ScsiDevices:
         appeared: dict[int, float] = {}
 
         def all_present() -> bool:
-            for i, (session, lun) in enumerate(wanted):
-                if i not in appeared and session.find_lun(lun) is not None:
+            for i, (session, lun, addressing) in enumerate(wanted):
+                if i not in appeared and session.find_lun(lun, addressing) is not None:
                     appeared[i] = round(time.monotonic() - start, 2)
             return len(appeared) == len(wanted)
 

@@ -76,6 +76,18 @@ options:
         extended flat space and Linux's own mapping), so either number finds it.
       - Defaults to C(1).
     type: int
+  addressing_mode:
+    description:
+      - How the target numbers its LUNs, with Cinder's names (os-brick's C(lun_for_addressing)), when the array's
+        driver says so (C(addressing_mode) of its connection_info).
+      - C(SAM) and C(transparent) - the kernel's LUN number is O(lun) (Linux's LIO); C(SAM2) - peripheral
+        addressing below 256 and flat space addressing from it (tgt and most arrays); C(SAM3-flat) - flat space
+        addressing for every LUN.
+      - Given, the disk is the one with exactly that number; left out, every encoding is decoded, and two disks
+        that both decode to O(lun) (a LIO LUN 16684 beside a flat LUN 300) are an error asking for it.
+      - Check mode's predicted RV(device_path) follows it (left out, C(SAM2)).
+    type: str
+    choices: [SAM, transparent, SAM2, SAM3-flat]
   iface:
     description:
       - The open-iscsi iface of the node records and sessions (C(iscsiadm -m iface)).
@@ -176,6 +188,10 @@ options:
       lun:
         description: As O(lun); defaults to C(1).
         type: int
+      addressing_mode:
+        description: As O(addressing_mode).
+        type: str
+        choices: [SAM, transparent, SAM2, SAM3-flat]
       iface:
         description: As O(iface).
         type: str
@@ -254,6 +270,13 @@ EXAMPLES = r"""
     lun: 300
     multipath: true
     wwid: naa.600140512345678901234567890abcde
+
+- name: A LUN of a LIO target, which numbers LUNs as Linux does (Cinder's addressing_mode SAM)
+  openvolume.compute.iscsi_session:
+    target: iqn.2003-01.org.linux-iscsi.storage1:volumes
+    portals: [192.0.2.20:3260]
+    lun: 16684
+    addressing_mode: SAM
 """
 
 RETURN = r"""

@@ -507,10 +507,12 @@ def test_session_volumes_one_entry_per_volume() -> None:
                        CATALOGUE, [], "h1")
     assert session_volumes(plan) == [{
         "volume_id": "vol-02", "target": "iqn.2026-11.org.openvolume.lab:vol-02",
-        "portals": ["127.0.0.1:3260", "127.0.0.1:3261"], "lun": 1, "multipath": True, "ifaces": None, "wwid": None}]
+        "portals": ["127.0.0.1:3260", "127.0.0.1:3261"], "lun": 1, "addressing_mode": None, "multipath": True,
+        "ifaces": None, "wwid": None}]
     assert session_volumes(plan, resize=True)[0]["resize"] is True
     orphan = {"target": "t", "portal": "127.0.0.1:3260", "lun": 2, "iface": "default"}
     assert session_volumes([orphan]) == [{"volume_id": None, "target": "t", "portals": ["127.0.0.1:3260"], "lun": 2,
+                                          "addressing_mode": None,
                                           "ifaces": ["default"], "wwid": None}]
 
 
@@ -735,3 +737,20 @@ def test_an_rbd_cluster_name_without_its_monitors_is_refused() -> None:
     assert connection_info(dict(rbd, cluster_name="ceph"), "r1")["data"]["cluster_name"] == "ceph"
     assert connection_info(dict(rbd, cluster_name=None), "r1")["data"]["cluster_name"] == "ceph"
 
+
+def test_cinders_addressing_mode_reaches_the_session_and_the_record() -> None:
+    from ansible_collections.openvolume.compute.plugins.filter.volumes import session_volumes
+
+    # Pure's and other drivers' connection_info say how the array numbers LUNs (os-brick's names).
+    entry = _cinder_iscsi()
+    entry["data"].update(target_lun=300, target_luns=[300, 300], addressing_mode="sam2")
+    catalogue = {"vol-01": dict(entry, attach_mode="host")}
+    item = attach_plan([{"volume": "vol-01", "instance": "d1"}], catalogue, [], "h1")[0]
+    assert item["connection_info"]["data"]["addressing_mode"] == "SAM2"
+    assert session_volumes([item])[0]["addressing_mode"] == "SAM2"
+    assert "addressing_mode" not in connection_info(ENTRY, "vol-01")["data"]
+    entry["data"]["addressing_mode"] = "SAM-3"
+    with pytest.raises(AnsibleFilterError) as err:
+        connection_info(entry, "vol-01")
+    assert "addressing_mode must be one of SAM, transparent, SAM2, SAM3-flat (Cinder's names), got 'SAM-3'" \
+        in str(err.value)

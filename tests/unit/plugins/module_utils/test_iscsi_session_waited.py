@@ -25,11 +25,8 @@ class FakeSysfs:
     def __init__(self, sid: int) -> None:
         self.sid = sid
 
-    def find_lun(self, lun: int) -> FakeLun | None:
+    def find_lun(self, lun: int, addressing: str | None = None) -> FakeLun | None:
         return FakeLun(lun, "sdq") if lun == 1 else None
-
-    def other_disks(self, lun: int) -> list[FakeLun]:
-        return []
 
     def luns(self) -> list[FakeLun]:
         return [FakeLun(1, "sdq")]
@@ -78,7 +75,7 @@ def test_deadline_counts_from_its_start() -> None:
 class TwoLunSysfs(FakeSysfs):
     """Session 1 carries LUN 1 (sdq) and LUN 2 (sdr); LUN 3 never shows."""
 
-    def find_lun(self, lun: int) -> FakeLun | None:
+    def find_lun(self, lun: int, addressing: str | None = None) -> FakeLun | None:
         return {1: FakeLun(1, "sdq"), 2: FakeLun(2, "sdr")}.get(lun)
 
     def luns(self) -> list[FakeLun]:

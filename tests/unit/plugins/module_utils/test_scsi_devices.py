@@ -21,6 +21,8 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
     by_path_name,
     find_by_path_link,
     flat_kernel_lun,
+    is_lun,
+    kernel_lun_for,
     lun_numbers,
     normalize_wwid,
     udev_wwid,
@@ -158,14 +160,35 @@ def test_sysfs_session_finds_the_lun_by_its_target_number(tmp_path: pathlib.Path
     assert session.find_lun(1) == ScsiLun(4, 0, 0, 1, "sdb")
     # tgtd's LUN 0 is its controller: no disk, never a match.
     assert session.find_lun(0) is None
-    assert [d.disk for d in session.other_disks(300)] == ["sdb"]
+    # The target's addressing known (Cinder's addressing_mode): one number, exactly.
+    assert session.find_lun(300, "SAM2") == ScsiLun(4, 0, 0, 16684, "sdc")
+    assert session.find_lun(300, "SAM") is None
+    assert session.find_lun(16684, "SAM") == ScsiLun(4, 0, 0, 16684, "sdc")
+    assert session.find_lun(1, "SAM2") == ScsiLun(4, 0, 0, 1, "sdb")
+    assert session.find_lun(1, "SAM3-flat") is None
 
 
 def test_sysfs_session_refuses_an_ambiguous_lun(tmp_path: pathlib.Path) -> None:
     # LUN 300 of a target that uses Linux's mapping, and flat LUN 300 at once.
     fake_session(tmp_path, 8, 5, {300: "sdd", 16684: "sde"})
-    with pytest.raises(DeviceError, match="lun: LUN 300 of session 8 could be any of sdd"):
+    with pytest.raises(DeviceError, match="lun: LUN 300 of session 8 could be any of sdd.*give the target's "
+                       "addressing_mode"):
         SysfsSession(8, str(tmp_path)).find_lun(300)
+    # Its addressing_mode says which (LIO numbers as Linux does: SAM).
+    assert SysfsSession(8, str(tmp_path)).find_lun(300, "SAM") == ScsiLun(5, 0, 0, 300, "sdd")
+    assert SysfsSession(8, str(tmp_path)).find_lun(300, "SAM2") == ScsiLun(5, 0, 0, 16684, "sde")
+
+
+@pytest.mark.parametrize(("lun", "mode", "kernel"), [
+    (1, "SAM", 1), (300, "SAM", 300), (300, "transparent", 300), (1, "SAM2", 1), (255, "SAM2", 255),
+    (256, "SAM2", 0x4100), (300, "SAM2", 16684), (1, "SAM3-flat", 0x4001), (300, "SAM3-flat", 16684),
+    (300, None, 16684), (1, None, 1), (40000, "SAM2", 0x9C40D200),
+])
+def test_kernel_lun_for_an_addressing_mode(lun: int, mode: str | None, kernel: int) -> None:
+    # os-brick's lun_for_addressing, with extended flat space from 16384.
+    assert kernel_lun_for(lun, mode) == kernel
+    assert is_lun(kernel, lun, mode)
+    assert lun in lun_numbers(kernel)
 
 
 def test_sysfs_session_that_is_gone(tmp_path: pathlib.Path) -> None:
