@@ -707,8 +707,8 @@ def test_rbd_auth_enabled_as_cinder_and_nova_read_it() -> None:
     # Cinder without rbd_secret_uuid (older releases): auth_enabled false and
     # still its rbd_user; Nova then uses the compute's own cephx settings,
     # which a host here has none of: no cephx, no secret.
-    cinder = {"driver_volume_type": "rbd", "data": dict(base, auth_enabled=False, auth_username="cinder",
-                                                         secret_type="ceph", secret_uuid=None)}
+    data = dict(base, auth_enabled=False, auth_username="cinder", secret_type="ceph", secret_uuid=None)
+    cinder = {"driver_volume_type": "rbd", "data": data}
     data = connection_info(cinder, "volume-1")["data"]
     assert data["auth_enabled"] is False and data["auth_username"] is None
     item = attach_plan([{"volume": "volume-1", "instance": "d1"}], {"volume-1": cinder}, [], "h1")[0]
