@@ -661,15 +661,20 @@ def session_volumes(items: t.Sequence[t.Mapping[str, t.Any]], resize: bool = Fal
             data = item["connection_info"]["data"]
             entry: dict[str, t.Any] = {
                 "volume_id": item["volume_id"], "target": data["target_iqn"], "portals": item["portals"],
-                "lun": data["target_lun"], "addressing_mode": data.get("addressing_mode"),
-                "multipath": item["multipath"], "ifaces": item.get("ifaces") or None, "wwid": item.get("wwn") or None}
+                "lun": data["target_lun"], "multipath": item["multipath"], "ifaces": item.get("ifaces") or None,
+                "wwid": item.get("wwn") or None}
+            addressing = data.get("addressing_mode")
         else:
             entry = {
                 "volume_id": item.get("volume_id"), "target": item["target"],
                 "portals": item.get("portals") or ([item["portal"]] if item.get("portal") else []),
-                "lun": item.get("lun") or 0, "addressing_mode": item.get("addressing_mode"),
+                "lun": item.get("lun") or 0,
                 "ifaces": item.get("ifaces") or ([item["iface"]] if item.get("iface") else None),
                 "wwid": item.get("wwid") or None}
+            addressing = item.get("addressing_mode")
+        if addressing:
+            # Only when known: iscsi_session's choices refuse a null in an entry.
+            entry["addressing_mode"] = addressing
         if resize:
             entry["resize"] = True
         if entry not in entries:

@@ -507,12 +507,11 @@ def test_session_volumes_one_entry_per_volume() -> None:
                        CATALOGUE, [], "h1")
     assert session_volumes(plan) == [{
         "volume_id": "vol-02", "target": "iqn.2026-11.org.openvolume.lab:vol-02",
-        "portals": ["127.0.0.1:3260", "127.0.0.1:3261"], "lun": 1, "addressing_mode": None, "multipath": True,
-        "ifaces": None, "wwid": None}]
+        "portals": ["127.0.0.1:3260", "127.0.0.1:3261"], "lun": 1, "multipath": True, "ifaces": None,
+        "wwid": None}]
     assert session_volumes(plan, resize=True)[0]["resize"] is True
     orphan = {"target": "t", "portal": "127.0.0.1:3260", "lun": 2, "iface": "default"}
     assert session_volumes([orphan]) == [{"volume_id": None, "target": "t", "portals": ["127.0.0.1:3260"], "lun": 2,
-                                          "addressing_mode": None,
                                           "ifaces": ["default"], "wwid": None}]
 
 
