@@ -23,6 +23,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._scsi_devices i
     ADDRESSING_MODES,
     MAX_LUN,
     DeviceError,
+    kernel_lun_for,
     normalize_wwid,
 )
 
@@ -752,6 +753,24 @@ def _host_mode_keys(vid: str, wwn: t.Any, portal_group: t.Any) -> tuple[str | No
     return wwn, tag
 
 
+def _qemu_lun(data: t.Mapping[str, t.Any], vid: str) -> int:
+    """The LUN number QEMU's iSCSI client (libiscsi) is given for the target's LUN.
+
+    libiscsi puts the number's two low bytes into the LUN field as they are,
+    so LUN 300 of a target with flat space addressing (tgt, most arrays) is
+    16684, as the kernel numbers it (tried on the lab: 300 is "LOGICAL UNIT
+    NOT SUPPORTED"); LUNs from 16384 (extended flat space) do not fit.
+    """
+    lun = int(data["target_lun"])
+    number = kernel_lun_for(lun, data.get("addressing_mode"))
+    if number > 0xFFFF:
+        raise AnsibleFilterError(
+            f"volume_attach: volume {vid}: target_lun {lun} cannot be addressed by QEMU's iSCSI client (it sends "
+            "two bytes of LUN, and this LUN needs extended addressing); set attach_mode: host (the kernel's "
+            "initiator) for it")
+    return number
+
+
 def _identity(volume: t.Any) -> tuple[str, ...] | None:
     """What storage a catalogue entry names, read loosely (None when it cannot tell): iSCSI target and LUN, or
     the RBD cluster and image."""
@@ -891,7 +910,7 @@ def attach_plan(
             qemu_source = {
                 "type": "network",
                 "protocol": "iscsi",
-                "name": f"{data['target_iqn']}/{data['target_lun']}",
+                "name": f"{data['target_iqn']}/{_qemu_lun(data, vid)}",
                 "hosts": [{"name": portal.host, "port": portal.port}],
             }
             if secret_usage:

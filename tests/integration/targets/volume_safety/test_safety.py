@@ -526,6 +526,38 @@ def test_rbd_entries_that_would_drop_cephx_or_open_another_cluster(store: Store)
     assert_nothing_left(store, vol, DOM1)
 
 
+def test_a_lun_from_256_in_qemu_mode(store: Store, tmp_path: t.Any) -> None:
+    """LUN 300 of a tgtd target (flat space addressing) attached in qemu mode: QEMU's iSCSI client is given the
+    number as the kernel has it (16684), data written through the drive lands in the LUN's file."""
+    vol, tid = "ovt-lun300", 390
+    iqn = f"{CONFIG['lab_tgt_iqn_prefix']}:{vol}"
+    image = os.path.join(str(tmp_path), "lun300.img")
+    with open(image, "wb") as f:
+        f.truncate(16 * 1024 * 1024)
+
+    def tgtadm(*args: str) -> None:
+        subprocess.run(["tgtadm", "--lld", "iscsi", *args], check=True, capture_output=True)
+
+    tgtadm("--op", "new", "--mode", "target", "--tid", str(tid), "-T", iqn)
+    try:
+        tgtadm("--op", "new", "--mode", "logicalunit", "--tid", str(tid), "--lun", "300", "-b", image)
+        tgtadm("--op", "bind", "--mode", "target", "--tid", str(tid), "-I", "ALL")
+        cat = {"openvolume_volumes": {vol: {"target_iqn": iqn, "target_portals": [CONFIG["lab_tgt_portal"]],
+                                            "target_lun": 300, "attach_mode": "qemu", "bus": "scsi"}}}
+        ok(attach(store, vol, DOM1, extra=cat))
+        assert f"{iqn}/16684" in virsh("domblklist", DOM1)
+        assert store.attachment(vol, DOM1).connection_info["data"]["target_lun"] == 300
+        qemu_io(DOM1, vol, "write -P 0x3c 1M 64k")
+        with open(image, "rb") as f:
+            f.seek(1024 * 1024)
+            assert f.read(65536) == b"\x3c" * 65536
+        assert changed(ok(attach(store, vol, DOM1, extra=cat))) == 0
+        ok(play("detach.yml", store, extra=dict(cat, volume=vol, instance=DOM1)))
+        assert_nothing_left(store, vol, DOM1)
+    finally:
+        tgtadm("--op", "delete", "--mode", "target", "--tid", str(tid), "--force")
+
+
 # --- drift -----------------------------------------------------------------------------------------------
 def test_drift_is_repaired(store: Store) -> None:
     vol = VOLS[2]

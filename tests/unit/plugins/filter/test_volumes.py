@@ -753,3 +753,26 @@ def test_cinders_addressing_mode_reaches_the_session_and_the_record() -> None:
         connection_info(entry, "vol-01")
     assert "addressing_mode must be one of SAM, transparent, SAM2, SAM3-flat (Cinder's names), got 'SAM-3'" \
         in str(err.value)
+
+
+@pytest.mark.parametrize(("lun", "mode", "qemu"), [
+    (1, None, 1), (255, None, 255), (256, None, 0x4100), (300, None, 16684), (16383, None, 0x7FFF),
+    (300, "SAM", 300), (300, "SAM2", 16684), (1, "SAM3-flat", 0x4001), (65535, "SAM", 65535),
+])
+def test_qemu_mode_gives_libiscsi_the_lun_as_the_kernel_numbers_it(lun: int, mode: str | None, qemu: int) -> None:
+    # libiscsi copies the number's two bytes into the LUN field: tgtd refuses LUN 300 as 300 (checked on the
+    # lab), and serves it as 16684 (flat space addressing).
+    entry = dict(ENTRY, target_lun=lun, attach_mode="qemu", **({"addressing_mode": mode} if mode else {}))
+    item = attach_plan([{"volume": "vol-01", "instance": "d1"}], {"vol-01": entry}, [], "h1")[0]
+    assert item["qemu_source"]["name"] == f"{ENTRY['target_iqn']}/{qemu}"
+    assert item["connection_info"]["data"]["target_lun"] == lun
+
+
+@pytest.mark.parametrize(("lun", "mode"), [(16384, None), (40000, "SAM2"), (65536, "SAM")])
+def test_a_lun_qemus_iscsi_client_cannot_address_fails_the_plan(lun: int, mode: str | None) -> None:
+    entry = dict(ENTRY, target_lun=lun, attach_mode="qemu", **({"addressing_mode": mode} if mode else {}))
+    with pytest.raises(AnsibleFilterError) as err:
+        attach_plan([{"volume": "vol-01", "instance": "d1"}], {"vol-01": entry}, [], "h1")
+    assert f"volume vol-01: target_lun {lun} cannot be addressed by QEMU's iSCSI client" in str(err.value)
+    # The kernel's initiator can.
+    attach_plan([{"volume": "vol-01", "instance": "d1"}], {"vol-01": dict(entry, attach_mode="host")}, [], "h1")
