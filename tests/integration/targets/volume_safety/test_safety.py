@@ -24,6 +24,7 @@ from safety_lab import (
     disks,
     domain,
     has_disk,
+    hmp,
     play,
     qemu_io,
     read_lun,
@@ -526,10 +527,11 @@ def test_rbd_entries_that_would_drop_cephx_or_open_another_cluster(store: Store)
     assert_nothing_left(store, vol, DOM1)
 
 
-def test_a_lun_from_256_in_qemu_mode(store: Store, tmp_path: t.Any) -> None:
-    """LUN 300 of a tgtd target (flat space addressing) attached in qemu mode: QEMU's iSCSI client is given the
-    number as the kernel has it (16684), data written through the drive lands in the LUN's file."""
-    vol, tid = "ovt-lun300", 390
+def test_a_lun_from_256_at_an_ipv6_portal_in_qemu_mode(store: Store, tmp_path: t.Any) -> None:
+    """LUN 300 of a tgtd target (flat space addressing) at an IPv6 portal, attached in qemu mode: QEMU's iSCSI
+    client is given the number as the kernel has it (16684) and the portal in brackets; data written through
+    the drive lands in the LUN's file."""
+    vol, tid, portal = "ovt-lun300", 390, "[::1]:3262"
     iqn = f"{CONFIG['lab_tgt_iqn_prefix']}:{vol}"
     image = os.path.join(str(tmp_path), "lun300.img")
     with open(image, "wb") as f:
@@ -538,14 +540,17 @@ def test_a_lun_from_256_in_qemu_mode(store: Store, tmp_path: t.Any) -> None:
     def tgtadm(*args: str) -> None:
         subprocess.run(["tgtadm", "--lld", "iscsi", *args], check=True, capture_output=True)
 
+    tgtadm("--op", "new", "--mode", "portal", "--param", f"portal={portal}")
     tgtadm("--op", "new", "--mode", "target", "--tid", str(tid), "-T", iqn)
     try:
         tgtadm("--op", "new", "--mode", "logicalunit", "--tid", str(tid), "--lun", "300", "-b", image)
         tgtadm("--op", "bind", "--mode", "target", "--tid", str(tid), "-I", "ALL")
-        cat = {"openvolume_volumes": {vol: {"target_iqn": iqn, "target_portals": [CONFIG["lab_tgt_portal"]],
+        # The portal spelt otherwise than libvirt and the kernel print it.
+        cat = {"openvolume_volumes": {vol: {"target_iqn": iqn, "target_portals": ["[0:0::1]:3262"],
                                             "target_lun": 300, "attach_mode": "qemu", "bus": "scsi"}}}
         ok(attach(store, vol, DOM1, extra=cat))
         assert f"{iqn}/16684" in virsh("domblklist", DOM1)
+        assert '"portal": "[::1]:3262"' in hmp(DOM1, "info block")
         assert store.attachment(vol, DOM1).connection_info["data"]["target_lun"] == 300
         qemu_io(DOM1, vol, "write -P 0x3c 1M 64k")
         with open(image, "rb") as f:
@@ -556,6 +561,7 @@ def test_a_lun_from_256_in_qemu_mode(store: Store, tmp_path: t.Any) -> None:
         assert_nothing_left(store, vol, DOM1)
     finally:
         tgtadm("--op", "delete", "--mode", "target", "--tid", str(tid), "--force")
+        tgtadm("--op", "delete", "--mode", "portal", "--param", f"portal={portal}")
 
 
 # --- drift -----------------------------------------------------------------------------------------------
