@@ -382,6 +382,18 @@ def source_key(src: t.Mapping[str, t.Any]) -> tuple[t.Any, ...]:
     return ("network", protocol, name, tuple(sorted(set(hosts))))
 
 
+def same_rbd_image(a: t.Mapping[str, t.Any], b: t.Mapping[str, t.Any]) -> bool:
+    """Whether two RBD sources with monitors name the same image (pool/image), whatever monitors they list.
+
+    Monitors are how QEMU reaches the cluster, not what the volume is: they
+    move (a monitor replaced, Cinder's data refreshed with ports) while the
+    disk stays attached. A source without monitors reads the host's
+    ceph.conf, maybe another cluster: never the same.
+    """
+    return all(src.get("type") == "network" and src.get("protocol") == "rbd" and src.get("hosts") for src in (a, b)) \
+        and str(a.get("name")) == str(b.get("name"))
+
+
 def image_format(path: str, *, where: str = "") -> str:
     """The format of an image file, from its first bytes (raw when none is known).
 
@@ -644,6 +656,11 @@ def _where(info: t.Mapping[str, t.Any]) -> str:
     return str(src.get("path") or src.get("name"))
 
 
+def _monitors(src: t.Mapping[str, t.Any]) -> str:
+    """An RBD source's monitors, for messages."""
+    return ", ".join(str(h.get("name")) + (f":{h['port']}" if h.get("port") else "") for h in src.get("hosts") or [])
+
+
 class LibvirtDisks:
     """Attaches and detaches disks.
 
@@ -834,9 +851,15 @@ class LibvirtDisks:
         """The target of the disk already there, if it is the one asked for; else a clear error."""
         info = disk_info(existing)
         if spec.source and source_key(info["source"]) != source_key(spec.source):
-            raise LibvirtError(
-                f"{spec.where}serial: {spec.label} is already attached as {info['target_dev']} with another "
-                f"source ({_where(info)}); detach it first"
+            if not same_rbd_image(info["source"], spec.source):
+                raise LibvirtError(
+                    f"{spec.where}serial: {spec.label} is already attached as {info['target_dev']} with another "
+                    f"source ({_where(info)}); detach it first"
+                )
+            self.module.module.warn(
+                f"{spec.where}{spec.label}: RBD image {spec.source['name']} is attached through the monitors "
+                f"{_monitors(info['source'])}, asked for through {_monitors(spec.source)}: the same image, kept as "
+                "attached (QEMU keeps its session with the cluster); a view added now gets the monitors asked for"
             )
         if spec.target_dev and info["target_dev"] != spec.target_dev:
             raise LibvirtError(
@@ -879,7 +902,8 @@ class LibvirtDisks:
         for root in dom.views().values():
             for d in disks_of(root):
                 info = disk_info(d)
-                if source_key(info["source"]) == key or devices & block_devices(info["source"]):
+                if (source_key(info["source"]) == key or devices & block_devices(info["source"])
+                        or same_rbd_image(info["source"], spec.source or {})):
                     raise LibvirtError(
                         f"{spec.where}source: {_where(info)} is already attached to {dom.name} as "
                         f"{info['target_dev']} (serial {info['serial']}); a volume is attached once per domain: "

@@ -195,6 +195,8 @@ options:
         found by its source.
       - A serial found on two disks of the domain (attached by other means) is an error unless O(target_dev) names
         one of them; the module never guesses which disk to detach or check.
+      - An RBD disk with monitors is its image (C(pool/image)) - asked for through other monitors than it was
+        attached with, it is the same disk (a warning says so); the same image under another serial is refused.
     type: str
   cache:
     description: The cache mode of QEMU's driver.

@@ -98,7 +98,12 @@ def test_rbd_extend(store: Store) -> None:
         "auth_username": CONFIG["lab_ceph_client"], "auth_key": CONFIG["lab_ceph_client_key"], "bus": "scsi"}})
     ok(play("attach.yml", store, extra=dict(cat, volume="ovt-ext-rbd", instance=DOM)))
     qemu_io(DOM, "ovt-ext-rbd", "write -P 0x6b 60M 1M")
-    extend = dict(cat, volume="ovt-ext-rbd", instance=DOM, size="128M")
+    # The catalogue's monitors change while the volume is attached (a monitor
+    # added, Cinder's data refreshed with ports): the same image, grown.
+    moved = catalogue(**{"ovt-ext-rbd": dict(cat["openvolume_volumes"]["ovt-ext-rbd"],
+                                             hosts=[CONFIG["lab_ceph_mon_addr"], "localhost"],
+                                             ports=[CONFIG["lab_ceph_mon_port_v2"], CONFIG["lab_ceph_mon_port_v2"]])})
+    extend = dict(moved, volume="ovt-ext-rbd", instance=DOM, size="128M")
     check = ok(play("extend.yml", store, extra=extend, check=True))
     assert changed(check) >= 1 and capacity("ovt-ext-rbd") == 64 * MiB
     ok(play("extend.yml", store, extra=extend))

@@ -29,6 +29,7 @@ from ansible_collections.openvolume.compute.plugins.module_utils._libvirt_disk i
     letters,
     normalise,
     pick_target,
+    same_rbd_image,
     settings,
     source_key,
     unreachable_monitors,
@@ -637,3 +638,13 @@ def test_serials_a_virtio_guest_cannot_tell_apart_are_refused() -> None:
     _checker()._check_source_unused(spec(serial="prod-pg-wal", source={"type": "block", "path": "/var/tmp/b"}), dom)
     _checker()._check_source_unused(spec(serial="prod-postgres-primary-wal", bus="scsi",
                                          source={"type": "block", "path": "/var/tmp/b"}), dom)
+
+
+def test_an_rbd_image_is_the_same_through_other_monitors() -> None:
+    image = {"type": "network", "protocol": "rbd", "name": "volumes/volume-1", "hosts": [{"name": "10.0.0.1"}]}
+    moved = dict(image, hosts=[{"name": "10.0.0.7", "port": 3300}])
+    assert source_key(image) != source_key(moved) and same_rbd_image(image, moved)
+    assert not same_rbd_image(image, dict(moved, name="volumes/volume-2"))
+    # Without monitors the host's ceph.conf is read: maybe another cluster.
+    assert not same_rbd_image(image, dict(image, hosts=[]))
+    assert not same_rbd_image(image, {"type": "file", "path": "/x"})
