@@ -656,11 +656,6 @@ def _where(info: t.Mapping[str, t.Any]) -> str:
     return str(src.get("path") or src.get("name"))
 
 
-def _monitors(src: t.Mapping[str, t.Any]) -> str:
-    """An RBD source's monitors, for messages."""
-    return ", ".join(str(h.get("name")) + (f":{h['port']}" if h.get("port") else "") for h in src.get("hosts") or [])
-
-
 class LibvirtDisks:
     """Attaches and detaches disks.
 
@@ -858,7 +853,8 @@ class LibvirtDisks:
                 )
             self.module.module.warn(
                 f"{spec.where}{spec.label}: RBD image {spec.source['name']} is attached through the monitors "
-                f"{_monitors(info['source'])}, asked for through {_monitors(spec.source)}: the same image, kept as "
+                f"{', '.join(monitor_addresses(info['source'].get('hosts')))}, asked for through "
+                f"{', '.join(monitor_addresses(spec.source.get('hosts')))}: the same image, kept as "
                 "attached (QEMU keeps its session with the cluster); a view added now gets the monitors asked for"
             )
         if spec.target_dev and info["target_dev"] != spec.target_dev:

@@ -194,6 +194,12 @@ def secrets() -> set[str]:
     return out
 
 
+def tgtadm(*args: str) -> str:
+    """tgtadm on the lab's tgtd (its control port), failing the case on an error."""
+    return subprocess.run(["tgtadm", "-C", CONFIG.get("lab_tgt_control_port", "0"), "--lld", "iscsi", *args],
+                          check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+
+
 def hmp(name: str, command: str) -> str:
     return virsh("qemu-monitor-command", name, "--hmp", command)
 

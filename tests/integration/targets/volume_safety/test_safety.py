@@ -30,6 +30,7 @@ from safety_lab import (
     read_lun,
     remove_domain,
     secrets,
+    tgtadm,
     virsh,
     wait_for_file,
 )
@@ -536,9 +537,6 @@ def test_a_lun_from_256_at_an_ipv6_portal_in_qemu_mode(store: Store, tmp_path: t
     image = os.path.join(str(tmp_path), "lun300.img")
     with open(image, "wb") as f:
         f.truncate(16 * 1024 * 1024)
-
-    def tgtadm(*args: str) -> None:
-        subprocess.run(["tgtadm", "--lld", "iscsi", *args], check=True, capture_output=True)
 
     tgtadm("--op", "new", "--mode", "portal", "--param", f"portal={portal}")
     tgtadm("--op", "new", "--mode", "target", "--tid", str(tid), "-T", iqn)
